@@ -448,7 +448,7 @@ def _volumes(opts: RenderOptions, with_models: bool, with_router: bool, with_sou
         volumes += [
             {"name": "state", "emptyDir": {}},
             {"name": "router-config", "configMap": {"name": f"{opts.name}-router"}},
-            {"name": "router-secret", "secret": {"secretName": f"{opts.name}-router", "defaultMode": 0o400}},
+            {"name": "router-secret", "secret": {"secretName": f"{opts.name}-router", "defaultMode": 0o440}},
         ]
     return volumes
 
