@@ -1,7 +1,7 @@
 """Test helpers: a minimal kustomize renderer and the schema checks for deploy/kubernetes/.
 
-No kustomize binary is available here (not in Debian's archive, and the PyPI package named
-``kustomize`` is an unrelated project), so this renders the subset of kustomize that the
+No kustomize binary is available here (not in Debian bookworm's archive; the PyPI package
+named ``kustomize`` is a separate Python reimplementation), so this renders the subset of kustomize that the
 overlays in deploy/kubernetes/ use, and nothing more:
 
 * ``resources``: YAML files (one or more documents) and directories holding a

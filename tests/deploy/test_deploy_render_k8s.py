@@ -334,3 +334,13 @@ def test_oversized_source_directory_is_refused(tmp_path: Path) -> None:
     inference = parse_inference_config({"entryScript": "score.py", "sourceDirectory": "src"}, tmp_path)
     with pytest.raises(RenderError, match="sourceDirectory: .* do not fit a ConfigMap"):
         render(AksDeploymentConfig(), inference, RenderOptions(name="m", model_name="m", model_version=1))
+
+
+def test_infergate_command_dispatches_render_k8s(tmp_path: Path) -> None:
+    from server.cli import main as infergate
+
+    out = tmp_path / "out"
+    code = infergate(["render-k8s", "--deployment-config", str(DATA / "deploymentconfig-sdk.json"),
+                      "--model", "vision:1", "--out", str(out)])
+    assert code == 0
+    assert (out / "kustomization.yaml").is_file()
