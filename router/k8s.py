@@ -4,8 +4,9 @@
         --inference-config inferenceconfig.json --model NAME:VERSION --out DIR \\
         [--layout sidecar|router] [--gpu] [--autoscaler keda|hpa] [--name NAME]
 
-The rendering functions are pure: (configs, options) -> a list of manifest dicts; only
-:func:`main` reads and writes files. The manifests are the ones under deploy/kubernetes/
+The rendering functions map (configs, options) to a list of manifest dicts; they read the
+entry script's source directory (to embed it) but write nothing, and take the secret
+generator as an argument; only :func:`main` writes files. The manifests are the ones under deploy/kubernetes/
 (see docs/deploy.md), specialised:
 
 * ``sidecar`` layout: one Deployment whose pods run the scoring server and the router as a
@@ -209,13 +210,17 @@ def _router_configmap(cfg: AksDeploymentConfig, opts: RenderOptions, upstream: s
     }
 
 
-def _secret(cfg: AksDeploymentConfig, opts: RenderOptions) -> Manifest:
+def _random_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _secret(cfg: AksDeploymentConfig, opts: RenderOptions, token: Callable[[], str]) -> Manifest:
     # keys.json seeds the router's state dir: the endpoint's two keys, taken from the
     # AzureML file when it sets them (keys.primaryKey / primary_key), generated otherwise.
     keys = {
         opts.name: {
-            "primaryKey": cfg.primary_key or secrets.token_urlsafe(32),
-            "secondaryKey": cfg.secondary_key or secrets.token_urlsafe(32),
+            "primaryKey": cfg.primary_key or token(),
+            "secondaryKey": cfg.secondary_key or token(),
         }
     }
     return {
@@ -224,7 +229,7 @@ def _secret(cfg: AksDeploymentConfig, opts: RenderOptions) -> Manifest:
         "metadata": _meta(f"{opts.name}-router", _labels(opts, "router"), cfg.namespace),
         "type": "Opaque",
         "stringData": {
-            "admin-token": secrets.token_urlsafe(32),
+            "admin-token": token(),
             "keys.json": json.dumps(keys, indent=2) + "\n",
         },
     }
@@ -568,8 +573,12 @@ def _autoscaler(
 # --- layouts -----------------------------------------------------------------------------
 
 
-def render(cfg: AksDeploymentConfig, inference: InferenceConfig, opts: RenderOptions) -> list[Manifest]:
-    """All manifests for one model version, in apply order."""
+def render(
+    cfg: AksDeploymentConfig, inference: InferenceConfig, opts: RenderOptions,
+    token: Callable[[], str] = _random_token,
+) -> list[Manifest]:
+    """All manifests for one model version, in apply order. ``token`` makes the admin
+    token and any key the AzureML file does not set."""
     if not _NAME_RE.match(opts.name):
         raise RenderError(
             f"--name: must be 1-52 lowercase letters, digits or '-', starting and ending with "
@@ -595,7 +604,7 @@ def render(cfg: AksDeploymentConfig, inference: InferenceConfig, opts: RenderOpt
         labels = _labels(opts, "scoring", version_name(opts))
         manifests += [
             _router_configmap(cfg, opts, f"http://127.0.0.1:{SCORING_PORT}"),
-            _secret(cfg, opts),
+            _secret(cfg, opts, token),
         ]
         pod: Manifest = {
             "securityContext": _pod_security(),
@@ -649,7 +658,7 @@ def render(cfg: AksDeploymentConfig, inference: InferenceConfig, opts: RenderOpt
     scoring_annotations = _prometheus_annotations() | {"prometheus.io/port": str(SCORING_PORT)}
     manifests += [
         _router_configmap(cfg, opts, upstream),
-        _secret(cfg, opts),
+        _secret(cfg, opts, token),
         _deployment(opts.name, router_labels, ns, 2, router_pod, _prometheus_annotations()),
         _service(opts.name, router_labels, router_labels, ns,
                  [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]),

@@ -344,3 +344,18 @@ def test_infergate_command_dispatches_render_k8s(tmp_path: Path) -> None:
                       "--model", "vision:1", "--out", str(out)])
     assert code == 0
     assert (out / "kustomization.yaml").is_file()
+
+
+def test_render_is_deterministic_given_the_token_source() -> None:
+    counter = iter(range(100))
+
+    def token() -> str:
+        return f"token-{next(counter)}"
+
+    cfg = AksDeploymentConfig(primary_key="given")
+    opts = RenderOptions(name="m", model_name="m", model_version=1)
+    (secret,) = [m for m in render(cfg, InferenceConfig(), opts, token=token) if m["kind"] == "Secret"]
+    assert json.loads(secret["stringData"]["keys.json"]) == {"m": {"primaryKey": "given", "secondaryKey": "token-0"}}
+    assert secret["stringData"]["admin-token"] == "token-1"
+    first = render(AksDeploymentConfig(), InferenceConfig(), opts, token=lambda: "x")
+    assert first == render(AksDeploymentConfig(), InferenceConfig(), opts, token=lambda: "x")
