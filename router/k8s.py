@@ -433,7 +433,10 @@ def _gpu_pod_fields() -> Manifest:
     }
 
 
-def _volumes(opts: RenderOptions, with_models: bool, with_router: bool, with_source: list[Manifest] | None) -> list[Manifest]:
+def _volumes(
+    opts: RenderOptions, with_models: bool, with_router: bool, with_source: list[Manifest] | None
+) -> list[Manifest]:
+    """The pod's volumes; ``with_source`` is the source ConfigMap's items, if any."""
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
     if with_models:
         volumes.append(

@@ -359,3 +359,22 @@ def test_render_is_deterministic_given_the_token_source() -> None:
     assert secret["stringData"]["admin-token"] == "token-1"
     first = render(AksDeploymentConfig(), InferenceConfig(), opts, token=lambda: "x")
     assert first == render(AksDeploymentConfig(), InferenceConfig(), opts, token=lambda: "x")
+
+
+def test_binary_source_files_go_to_binary_data(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "assets").mkdir(parents=True)
+    (src / "score.py").write_text("def init(): pass\n")
+    (src / "assets" / "labels.bin").write_bytes(b"\xff\x00\xfe")
+    (src / "__pycache__").mkdir()
+    (src / "__pycache__" / "score.cpython-311.pyc").write_bytes(b"\0")
+    (src / ".env").write_text("SECRET=1\n")
+    inference = parse_inference_config({"entryScript": "score.py", "sourceDirectory": "src"}, tmp_path)
+    manifests = render(AksDeploymentConfig(), inference, RenderOptions(name="m", model_name="m", model_version=1))
+    source = next(m for m in manifests if m["metadata"]["name"] == "m-source")
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "source")
+    paths = {item["path"]: item["key"] for item in volume["configMap"]["items"]}
+    assert set(paths) == {"score.py", "assets/labels.bin"}
+    assert source["binaryData"][paths["assets/labels.bin"]] == "//7+"
+    validate_objects(manifests)
