@@ -376,5 +376,5 @@ def test_binary_source_files_go_to_binary_data(tmp_path: Path) -> None:
     volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "source")
     paths = {item["path"]: item["key"] for item in volume["configMap"]["items"]}
     assert set(paths) == {"score.py", "assets/labels.bin"}
-    assert source["binaryData"][paths["assets/labels.bin"]] == "//7+"
+    assert source["binaryData"][paths["assets/labels.bin"]] == "/wD+"
     validate_objects(manifests)
