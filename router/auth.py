@@ -64,7 +64,9 @@ class AuthFailed(Exception):
     """
 
     def __init__(self, reason: str) -> None:
-        assert reason in AUTH_FAILURE_REASONS, reason
+        if reason not in AUTH_FAILURE_REASONS:
+            # A programming error; the bad value is not echoed (it might be a credential).
+            raise ValueError("AuthFailed: reason must be one of AUTH_FAILURE_REASONS")
         super().__init__(reason)
         self.reason = reason
 
