@@ -26,7 +26,13 @@ from typing import Literal
 
 from router.jwks import ALLOWED_ALGORITHMS, JwksCache, JwtIssuer
 from router.keys import KeyStore, UnknownEndpoint
-from router.tokens import ISSUER, MAX_TOKEN_CHARS, TokenRejected, TokenService, unverified_issuer
+from router.tokens import (
+    ISSUER,
+    MAX_TOKEN_CHARS,
+    TokenRejected,
+    TokenService,
+    unverified_issuer,
+)
 
 __all__ = [
     "ALLOWED_ALGORITHMS",

@@ -104,7 +104,8 @@ def read_json(path: Path) -> object | None:
     except OSError as exc:
         raise StateFileError(f"{path}: cannot read state file ({exc.strerror})") from None
     try:
-        return json.loads(raw)
+        doc: object = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         # No chaining: the decoder's message quotes part of the document, which may be a secret.
         raise StateFileError(f"{path}: not valid JSON") from None
+    return doc

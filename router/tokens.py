@@ -25,7 +25,12 @@ from typing import Any
 
 import jwt
 
-from router.state_files import StateFileError, atomic_write, ensure_private_dir, read_json
+from router.state_files import (
+    StateFileError,
+    atomic_write,
+    ensure_private_dir,
+    read_json,
+)
 
 __all__ = [
     "CLOCK_SKEW_S",
@@ -110,7 +115,8 @@ def translate(exc: jwt.PyJWTError) -> TokenRejected:
 
 
 # Times are checked by check_times against the caller's clock; PyJWT checks the rest.
-_DECODE_OPTIONS: dict[str, Any] = {
+# Typed Any: PyJWT's own ``Options`` TypedDict only exists in recent releases.
+_DECODE_OPTIONS: Any = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,

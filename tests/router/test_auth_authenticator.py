@@ -22,9 +22,9 @@ from jwt.algorithms import RSAAlgorithm
 from router.auth import (
     AUTH_FAILURE_REASONS,
     MAX_AUTHORIZATION_CHARS,
+    Authenticator,
     AuthFailed,
     AuthPolicy,
-    Authenticator,
     JwtIssuer,
     Principal,
     admin_authorized,
@@ -233,7 +233,7 @@ def test_token_attacks(world: World, policy: AuthPolicy) -> None:
     token = world.token()
     head, payload, sig = token.split(".")
     claims = jwt.decode(token, options={"verify_signature": False})
-    secret = world.tokens._secrets["demo"]  # noqa: SLF001
+    secret = world.tokens._secrets["demo"]
 
     none_token = f"{_b64(json.dumps({'alg': 'none', 'typ': 'JWT'}).encode())}.{payload}."
     tampered = f"{head}.{_b64(json.dumps({**claims, 'exp': claims['exp'] + 10**6}).encode())}.{sig}"

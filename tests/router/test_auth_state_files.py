@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from router import state_files
 from router.state_files import StateFileError, atomic_create, atomic_write, read_json
 
 
@@ -54,7 +53,7 @@ def test_failure_between_write_and_replace_leaves_old_file(tmp_path: Path, monke
     def broken_replace(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(state_files.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
@@ -68,7 +67,7 @@ def test_failure_during_write_leaves_old_file(tmp_path: Path, monkeypatch: pytes
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(state_files.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"

@@ -79,7 +79,7 @@ def test_token_of_another_endpoint_refused(service: TokenService) -> None:
 
 
 def test_no_secret_yet_refused(service: TokenService) -> None:
-    issued_elsewhere = str(TokenService(service._dir / "x").issue("demo", NOW)["accessToken"])  # noqa: SLF001
+    issued_elsewhere = str(TokenService(service._dir / "x").issue("demo", NOW)["accessToken"])
     assert _reason(service, issued_elsewhere) == "invalid_token"
 
 
@@ -121,7 +121,7 @@ def test_alg_none_refused(service: TokenService) -> None:
 
 def test_other_algorithms_refused_even_with_right_secret(service: TokenService) -> None:
     service.issue("demo", NOW)
-    secret = service._secrets["demo"]  # noqa: SLF001
+    secret = service._secrets["demo"]
     claims = {"iss": "infergate", "aud": "demo", "iat": int(NOW), "exp": int(NOW) + 60}
     assert _reason(service, jwt.encode(claims, secret, algorithm="HS512")) == "invalid_token"
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -130,7 +130,7 @@ def test_other_algorithms_refused_even_with_right_secret(service: TokenService) 
 
 def test_wrong_claims_with_valid_signature(service: TokenService) -> None:
     service.issue("demo", NOW)
-    secret = service._secrets["demo"]  # noqa: SLF001
+    secret = service._secrets["demo"]
     base = {"iss": "infergate", "aud": "demo", "iat": int(NOW), "exp": int(NOW) + 60}
     assert _reason(service, jwt.encode({**base, "aud": "other"}, secret, algorithm="HS256")) == "wrong_audience"
     assert _reason(service, jwt.encode({**base, "iss": "someone"}, secret, algorithm="HS256")) == "wrong_issuer"
