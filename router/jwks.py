@@ -89,7 +89,16 @@ def parse_jwks(raw: bytes, source: str) -> PyJWKSet:
 
 # Asymmetric only: a JWKS holds public keys, and an HMAC "public key" is no key at all.
 ALLOWED_ALGORITHMS: tuple[str, ...] = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 _ISSUER_FIELDS = ("issuer", "audience", "jwks", "algorithms", "leeway_s")
 
@@ -126,7 +135,9 @@ class JwtIssuer:
                 raise ConfigError(f"{where}.{name}", "must be a non-empty string", value)
         issuer, audience, jwks = str(data["issuer"]), str(data["audience"]), str(data["jwks"])
         if issuer == ISSUER:
-            raise ConfigError(f"{where}.issuer", f"'{ISSUER}' is reserved for the router's own tokens", issuer)
+            raise ConfigError(
+                f"{where}.issuer", f"'{ISSUER}' is reserved for the router's own tokens", issuer
+            )
         algorithms = data.get("algorithms", ["RS256"])
         if not isinstance(algorithms, list | tuple) or not algorithms:
             raise ConfigError(f"{where}.algorithms", "must be a non-empty list", algorithms)
@@ -235,11 +246,7 @@ class JwksCache:
 
     def _candidates(self, keys: PyJWKSet, kid: str | None, alg: str) -> list[PyJWK]:
         kty = _KTY_FOR_ALG_PREFIX.get(alg[:2])
-        return [
-            key
-            for key in keys.keys
-            if key.key_type == kty and (kid is None or key.key_id == kid)
-        ]
+        return [key for key in keys.keys if key.key_type == kty and (kid is None or key.key_id == kid)]
 
     def verify(self, token: str, issuer: JwtIssuer, now: float) -> dict[str, object]:
         """The verified claims of ``token`` from ``issuer``; raises TokenRejected."""

@@ -141,7 +141,9 @@ class KeyStore:
                 and isinstance(entry.get("primary"), str)
                 and isinstance(entry.get("secondary"), str)
             ):
-                raise StateFileError(f"{self._path}: endpoint '{name}' needs 'primary' and 'secondary' strings")
+                raise StateFileError(
+                    f"{self._path}: endpoint '{name}' needs 'primary' and 'secondary' strings"
+                )
             table[name] = EndpointKeys(entry["primary"], entry["secondary"])
         return table
 
@@ -197,7 +199,11 @@ class KeyStore:
             if value is not None and hmac.compare_digest(_as_bytes(value), _as_bytes(other)):
                 raise InvalidKeyRequest("keyValue", "must differ from the other key")
             new = value if value is not None else _generate_key()
-            keys = EndpointKeys(new, current.secondary) if key_type == "Primary" else EndpointKeys(current.primary, new)
+            keys = (
+                EndpointKeys(new, current.secondary)
+                if key_type == "Primary"
+                else EndpointKeys(current.primary, new)
+            )
             table = {**self._keys, endpoint: keys}
             self._save(table)
             self._keys = table

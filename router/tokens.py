@@ -162,7 +162,8 @@ class TokenService:
         doc = {
             "version": 1,
             "endpoints": {
-                name: base64.urlsafe_b64encode(secret).decode("ascii") for name, secret in sorted(table.items())
+                name: base64.urlsafe_b64encode(secret).decode("ascii")
+                for name, secret in sorted(table.items())
             },
         }
         atomic_write(self._path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)

@@ -111,8 +111,12 @@ def test_open_endpoint_is_anonymous_whatever_the_header(world: World) -> None:
 
 def test_both_keys_work(world: World) -> None:
     assert world.auth.verify(f"Bearer {world.demo.primary}", KEYS, NOW) == Principal("demo", "key", "primary")
-    assert world.auth.verify(f"Bearer {world.demo.secondary}", KEYS, NOW) == Principal("demo", "key", "secondary")
-    assert world.auth.verify(f"bearer {world.demo.primary}", KEYS, NOW).kind == "key"  # scheme case-insensitive
+    assert world.auth.verify(f"Bearer {world.demo.secondary}", KEYS, NOW) == Principal(
+        "demo", "key", "secondary"
+    )
+    assert (
+        world.auth.verify(f"bearer {world.demo.primary}", KEYS, NOW).kind == "key"
+    )  # scheme case-insensitive
     assert world.auth.verify(f"  Bearer   {world.demo.primary}  ", KEYS, NOW).kind == "key"
 
 
@@ -167,7 +171,9 @@ def test_bad_headers(world: World, policy: AuthPolicy, header: str | None, reaso
 
 
 @pytest.mark.parametrize("policy", [KEYS, TOKENS, BOTH], ids=["keys", "tokens", "both"])
-def test_huge_header_refused_before_any_parsing(world: World, policy: AuthPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_huge_header_refused_before_any_parsing(
+    world: World, policy: AuthPolicy, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def never(*args: object, **kwargs: object) -> None:
         raise AssertionError("parsed a huge header")
 
@@ -253,16 +259,22 @@ def test_token_attacks(world: World, policy: AuthPolicy) -> None:
     assert _refused(world, f"Bearer {token}", policy, now=NOW - 3600) == "not_yet_valid"
 
 
-def test_external_attacks(world: World, issuer: JwtIssuer, idp_key: rsa.RSAPrivateKey, attacker_key: rsa.RSAPrivateKey) -> None:
+def test_external_attacks(
+    world: World, issuer: JwtIssuer, idp_key: rsa.RSAPrivateKey, attacker_key: rsa.RSAPrivateKey
+) -> None:
     policy = AuthPolicy("demo", False, True, (issuer,))
-    pem = idp_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = idp_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     head = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
     body = _b64(json.dumps(_idp_claims()).encode())
     confused = f"{head}.{body}.{_b64(hmac.new(pem, f'{head}.{body}'.encode(), hashlib.sha256).digest())}"
     none_head = _b64(json.dumps({"alg": "none", "kid": "k1"}).encode())
     # An attacker claiming to be infergate with an RS256 token goes to the HS256-pinned verifier.
     as_infergate = jwt.encode(
-        {"iss": "infergate", "aud": "demo", "iat": int(NOW), "exp": int(NOW) + 60}, attacker_key, algorithm="RS256"
+        {"iss": "infergate", "aud": "demo", "iat": int(NOW), "exp": int(NOW) + 60},
+        attacker_key,
+        algorithm="RS256",
     )
 
     def signed(**over: Any) -> str:

@@ -66,7 +66,15 @@ def issuer(jwks_file: Path) -> JwtIssuer:
 
 
 def _claims(**over: Any) -> dict[str, Any]:
-    return {"iss": ISS, "aud": AUD, "sub": "user-1", "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 600, **over}
+    return {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "user-1",
+        "iat": int(NOW),
+        "nbf": int(NOW),
+        "exp": int(NOW) + 600,
+        **over,
+    }
 
 
 def _b64(data: bytes) -> str:
@@ -85,7 +93,9 @@ def _reason(cache: JwksCache, token: str, issuer: JwtIssuer, now: float = NOW) -
 
 def test_from_mapping_resolves_relative_file(tmp_path: Path, jwks_file: Path) -> None:
     got = JwtIssuer.from_mapping(
-        {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["RS256"]}, "endpoints[0].jwt_issuers[0]", tmp_path
+        {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["RS256"]},
+        "endpoints[0].jwt_issuers[0]",
+        tmp_path,
     )
     assert got == JwtIssuer(ISS, AUD, str(jwks_file.resolve()), ("RS256",))
 
@@ -113,7 +123,9 @@ def test_from_mapping_url_and_defaults(tmp_path: Path) -> None:
         ({"surprise": 1}, "w.surprise"),
     ],
 )
-def test_from_mapping_errors_name_the_field(tmp_path: Path, jwks_file: Path, change: dict[str, Any], field: str) -> None:
+def test_from_mapping_errors_name_the_field(
+    tmp_path: Path, jwks_file: Path, change: dict[str, Any], field: str
+) -> None:
     (tmp_path / "bad.json").write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
     data = {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["RS256"], **change}
     with pytest.raises(ConfigError) as info:
@@ -130,7 +142,9 @@ def test_from_mapping_missing_field(tmp_path: Path) -> None:
 # --- verification ---------------------------------------------------------------------------
 
 
-def test_rs256_and_es256_accepted(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> None:
+def test_rs256_and_es256_accepted(
+    issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
     cache = JwksCache()
     rs = jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
     es = jwt.encode(_claims(), ec_key, algorithm="ES256", headers={"kid": "ec-1"})
@@ -156,7 +170,9 @@ def test_alg_none_refused(issuer: JwtIssuer) -> None:
 
 def test_hs256_signed_with_rsa_public_key_refused(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey) -> None:
     """The classic key-confusion attack: HMAC keyed with the public key the verifier holds."""
-    pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     head = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
     body = _b64(json.dumps(_claims()).encode())
     sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -164,7 +180,9 @@ def test_hs256_signed_with_rsa_public_key_refused(issuer: JwtIssuer, rsa_key: rs
     assert _reason(JwksCache(), token, issuer) == "invalid_token"
     # Even an issuer misconfigured to list an HMAC algorithm could not be built.
     with pytest.raises(ConfigError):
-        JwtIssuer.from_mapping({"issuer": ISS, "audience": AUD, "jwks": URL, "algorithms": ["HS256"]}, "w", Path("."))
+        JwtIssuer.from_mapping(
+            {"issuer": ISS, "audience": AUD, "jwks": URL, "algorithms": ["HS256"]}, "w", Path(".")
+        )
 
 
 def test_bad_signature_refused(issuer: JwtIssuer, rsa_key2: rsa.RSAPrivateKey) -> None:
@@ -192,7 +210,9 @@ def test_tampered_payload_refused(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey)
         ({k: v for k, v in _claims().items() if k != "aud"}, NOW, "invalid_token"),
     ],
 )
-def test_claims_checked(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, claims: dict[str, Any], now: float, reason: str) -> None:
+def test_claims_checked(
+    issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, claims: dict[str, Any], now: float, reason: str
+) -> None:
     token = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
     assert _reason(JwksCache(), token, issuer, now) == reason
 
@@ -271,7 +291,9 @@ def test_url_fetched_once_and_cached_for_ttl(rsa_key: rsa.RSAPrivateKey) -> None
     assert len(fetch.urls) == 2
 
 
-def test_unknown_kid_refetches_once_rate_limited(rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey) -> None:
+def test_unknown_kid_refetches_once_rate_limited(
+    rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey
+) -> None:
     cache, fetch, clock, issuer = _url_setup(rsa_key)
     cache.verify(_token(rsa_key, "rsa-1"), issuer, NOW)
     # The provider rotates in a new key: the first token with its kid triggers one re-fetch.
@@ -317,7 +339,9 @@ def test_refresh_warms_cache_off_the_loop(rsa_key: rsa.RSAPrivateKey) -> None:
     assert fetch.urls == [URL]
 
 
-def test_file_source_reread_after_ttl(tmp_path: Path, rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey) -> None:
+def test_file_source_reread_after_ttl(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey
+) -> None:
     path = tmp_path / "jwks.json"
     path.write_bytes(_jwks((rsa_key, "rsa-1")))
     clock = FakeClock()

@@ -87,7 +87,9 @@ def test_regenerate_rejects_bad_key_type(tmp_path: Path) -> None:
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.parametrize("value", ["short", "has space in the middle!", "x" * 257, "ünïcödé-key-value-long", ""])
+@pytest.mark.parametrize(
+    "value", ["short", "has space in the middle!", "x" * 257, "ünïcödé-key-value-long", ""]
+)
 def test_regenerate_rejects_bad_value_without_echoing_it(tmp_path: Path, value: str) -> None:
     store = KeyStore(tmp_path)
     before = store.ensure("demo")
@@ -114,7 +116,9 @@ def test_regenerate_unknown_endpoint(tmp_path: Path) -> None:
         KeyStore(tmp_path).regenerate("nope", "Primary")
 
 
-def test_failed_write_keeps_old_keys_live_and_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_keeps_old_keys_live_and_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = KeyStore(tmp_path)
     old = store.ensure("demo")
 
@@ -151,7 +155,9 @@ def test_as_api_shape() -> None:
 
 
 @pytest.mark.parametrize("which", ["primary", "secondary", "neither", "prefix", "non-ascii"])
-def test_matching_always_compares_both_keys_in_constant_time(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+def test_matching_always_compares_both_keys_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
     keys = EndpointKeys("primary-key-0123456789", "secondary-key-0123456789")
     candidate = {
         "primary": keys.primary,

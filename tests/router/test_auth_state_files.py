@@ -46,7 +46,9 @@ def test_atomic_write_replaces_and_tightens_mode(tmp_path: Path) -> None:
     assert _mode(target) == 0o600
 
 
-def test_failure_between_write_and_replace_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_between_write_and_replace_leaves_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "keys.json"
     atomic_write(target, b"old")
 

@@ -132,8 +132,12 @@ def test_wrong_claims_with_valid_signature(service: TokenService) -> None:
     service.issue("demo", NOW)
     secret = service._secrets["demo"]
     base = {"iss": "infergate", "aud": "demo", "iat": int(NOW), "exp": int(NOW) + 60}
-    assert _reason(service, jwt.encode({**base, "aud": "other"}, secret, algorithm="HS256")) == "wrong_audience"
-    assert _reason(service, jwt.encode({**base, "iss": "someone"}, secret, algorithm="HS256")) == "wrong_issuer"
+    assert (
+        _reason(service, jwt.encode({**base, "aud": "other"}, secret, algorithm="HS256")) == "wrong_audience"
+    )
+    assert (
+        _reason(service, jwt.encode({**base, "iss": "someone"}, secret, algorithm="HS256")) == "wrong_issuer"
+    )
     no_exp = {k: v for k, v in base.items() if k != "exp"}
     assert _reason(service, jwt.encode(no_exp, secret, algorithm="HS256")) == "invalid_token"
 
