@@ -21,8 +21,9 @@ import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jwt
 from jwt import PyJWK, PyJWKSet
@@ -51,13 +52,33 @@ class JwksError(Exception):
     """A JWKS could not be fetched or parsed; the message names the source, not key material."""
 
 
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to https: a redirect to http would let anyone on the path swap in
+    their own keys."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not newurl.startswith("https://"):
+            raise JwksError(f"{req.full_url}: redirect to a non-https URL refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch_https(url: str) -> bytes:
-    """GET an https URL with a timeout and a size cap (blocking)."""
+    """GET an https URL (certificate verified, redirects https-only) with a timeout and a size
+    cap. Blocking: call it off the event loop."""
     if not url.startswith("https://"):
         raise JwksError(f"{url}: only https URLs are fetched")
+    opener = urllib.request.build_opener(_HttpsOnlyRedirects())
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:
+        with opener.open(request, timeout=FETCH_TIMEOUT_S) as response:
             body: bytes = response.read(MAX_JWKS_BYTES + 1)
     except OSError as exc:
         raise JwksError(f"{url}: fetch failed ({type(exc).__name__})") from exc

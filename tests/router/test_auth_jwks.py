@@ -361,3 +361,20 @@ def test_fetch_https_refuses_plain_http() -> None:
 
     with pytest.raises(JwksError):
         fetch_https("http://127.0.0.1:1/keys")
+
+
+def test_redirect_to_plain_http_refused() -> None:
+    import io
+    import urllib.request
+    from http.client import HTTPMessage
+
+    from router.jwks import JwksError, _HttpsOnlyRedirects
+
+    handler = _HttpsOnlyRedirects()
+    req = urllib.request.Request(URL)
+    with pytest.raises(JwksError):
+        handler.redirect_request(req, io.BytesIO(), 302, "Found", HTTPMessage(), "http://evil.example.com/k")
+    followed = handler.redirect_request(
+        req, io.BytesIO(), 302, "Found", HTTPMessage(), "https://cdn.example.com/k"
+    )
+    assert followed is not None and followed.full_url == "https://cdn.example.com/k"
