@@ -45,7 +45,34 @@ def test_keys_persist_across_instances_with_mode_0600(tmp_path: Path) -> None:
     assert KeyStore(state).get("demo") == keys
     assert _mode(state / "keys.json") == 0o600
     assert _mode(state) == 0o700
-    assert os.listdir(state) == ["keys.json"]
+    assert sorted(os.listdir(state)) == [".keys.json.lock", "keys.json"]
+
+
+def test_two_stores_on_one_dir_do_not_undo_each_other(tmp_path: Path) -> None:
+    a, b = KeyStore(tmp_path), KeyStore(tmp_path)
+    ka = a.ensure("a")
+    kb = b.ensure("b")  # b re-reads the file under the lock before writing
+    assert b.get("a") == ka
+    assert a.ensure("b") == kb  # a adopts b's keys instead of generating others
+    regenerated = a.regenerate("a", "Primary")
+    assert b.get("a") == ka  # b serves from memory...
+    b.reload()
+    assert b.get("a") == regenerated  # ...until it reloads (SIGHUP)
+    b.remove("b")
+    assert KeyStore(tmp_path).endpoints() == ["a"]
+    assert KeyStore(tmp_path).get("a") == regenerated
+
+
+def test_stale_temp_files_removed_on_start(tmp_path: Path) -> None:
+    KeyStore(tmp_path).ensure("demo")
+    old = tmp_path / ".keys.json.abc123.tmp"
+    fresh = tmp_path / ".keys.json.def456.tmp"
+    old.write_text("half a secret")
+    fresh.write_text("a write in progress")
+    os.utime(old, (1_000_000, 1_000_000))
+    KeyStore(tmp_path)
+    assert not old.exists()
+    assert fresh.exists()  # might belong to another process writing right now
 
 
 def test_get_unknown_endpoint(tmp_path: Path) -> None:

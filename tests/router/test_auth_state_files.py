@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
@@ -13,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from router.state_files import StateFileError, atomic_create, atomic_write, read_json
+from router.state_files import (
+    StateFileError,
+    atomic_create,
+    atomic_write,
+    exclusive,
+    read_json,
+)
 
 
 def _mode(path: Path) -> int:
@@ -145,3 +152,21 @@ def test_killed_writer_never_leaves_a_torn_file(tmp_path: Path) -> None:
     assert _whole(target.read_bytes())
     # A kill can strand a temp file (it is hidden and never read); the real file is never one.
     assert all(name == "state.bin" or name.startswith(".state.bin.") for name in os.listdir(tmp_path))
+
+
+def test_exclusive_holds_a_lock_others_cannot_take(tmp_path: Path) -> None:
+    target = tmp_path / "keys.json"
+    with exclusive(target):
+        # flock locks belong to an open file description: a second open stands for another
+        # process (no subprocess or sleep needed).
+        fd = os.open(tmp_path / ".keys.json.lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path / ".keys.json.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+    finally:
+        os.close(fd)

@@ -69,7 +69,21 @@ def test_secret_persists_0600_across_instances(tmp_path: Path) -> None:
     assert TokenService(tmp_path).verify(token, "demo", NOW)["aud"] == "demo"
     path = tmp_path / "token-secrets.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert os.listdir(tmp_path) == ["token-secrets.json"]
+    assert sorted(os.listdir(tmp_path)) == [".token-secrets.json.lock", "token-secrets.json"]
+
+
+def test_secret_made_by_another_process_is_adopted(tmp_path: Path) -> None:
+    a, b = TokenService(tmp_path), TokenService(tmp_path)
+    a.ensure("demo")
+    b.ensure("demo")  # re-reads under the file lock: adopts a's secret instead of overwriting it
+    token = str(a.issue("demo", NOW)["accessToken"])
+    assert b.verify(token, "demo", NOW)["aud"] == "demo"
+    c = TokenService(tmp_path)
+    a.rotate("demo")
+    assert _reason(a, token) == "invalid_token"
+    assert c.verify(token, "demo", NOW)  # c still holds the old secret in memory...
+    c.reload()
+    assert _reason(c, token) == "invalid_token"  # ...until it reloads
 
 
 def test_token_of_another_endpoint_refused(service: TokenService) -> None:
