@@ -185,6 +185,18 @@ class JwtIssuer:
             jwks = str(path.resolve())
         return cls(issuer, audience, jwks, tuple(str(a) for a in algorithms), leeway)
 
+    def to_mapping(self) -> dict[str, object]:
+        """The config-file form (``from_mapping`` reads it back; ``jwks`` stays absolute)."""
+        out: dict[str, object] = {
+            "issuer": self.issuer,
+            "audience": self.audience,
+            "jwks": self.jwks,
+            "algorithms": list(self.algorithms),
+        }
+        if self.leeway_s != CLOCK_SKEW_S:
+            out["leeway_s"] = self.leeway_s
+        return out
+
 
 def _is_url(source: str) -> bool:
     return source.startswith("https://")

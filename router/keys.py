@@ -56,12 +56,15 @@ _KEY_RE = re.compile(r"[!-~]{16,256}")
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
-class InvalidKeyRequest(ValueError):
-    """A regenerate request is invalid. ``field`` is ``keyType`` or ``keyValue`` (400 in the API)."""
+class InvalidKeyRequest(ConfigError, ValueError):
+    """A regenerate request is invalid. ``field`` is ``keyType`` or ``keyValue``.
+
+    A ConfigError, so the router's status table answers 400 naming the field; also a ValueError.
+    The message never contains the offered key value.
+    """
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+        super().__init__(field, problem)
         self.problem = problem
 
 

@@ -133,6 +133,13 @@ def test_from_mapping_errors_name_the_field(
     assert info.value.field == field
 
 
+def test_to_mapping_round_trips(tmp_path: Path, jwks_file: Path) -> None:
+    data = {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["ES256"], "leeway_s": 5}
+    got = JwtIssuer.from_mapping(data, "w", tmp_path)
+    assert JwtIssuer.from_mapping(got.to_mapping(), "w", Path("/elsewhere")) == got
+    assert "leeway_s" not in JwtIssuer(ISS, AUD, URL).to_mapping()
+
+
 def test_from_mapping_missing_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         JwtIssuer.from_mapping({"issuer": ISS, "jwks": URL}, "w", tmp_path)

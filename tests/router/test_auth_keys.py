@@ -111,7 +111,8 @@ def test_regenerate_rejects_bad_key_type(tmp_path: Path) -> None:
     with pytest.raises(InvalidKeyRequest) as info:
         store.regenerate("demo", "Tertiary")  # type: ignore[arg-type]
     assert info.value.field == "keyType"
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ConfigError)
+    assert str(info.value) == "keyType: must be 'Primary' or 'Secondary'"
 
 
 @pytest.mark.parametrize(
