@@ -110,10 +110,12 @@ def _looks_like_jwt(credential: str) -> bool:
 
 def _parse_bearer(authorization: str | None) -> str:
     """The credential of ``Bearer <credential>``; AuthFailed otherwise."""
-    if authorization is None or not authorization.strip():
+    if authorization is None:
         raise AuthFailed("missing")
     if len(authorization) > MAX_AUTHORIZATION_CHARS:
         raise AuthFailed("too_large")
+    if not authorization.strip():
+        raise AuthFailed("missing")
     scheme, _, credential = authorization.strip().partition(" ")
     credential = credential.strip()
     # RFC 7235: the scheme is case-insensitive.
@@ -161,10 +163,16 @@ class Authenticator:
         iss = unverified_issuer(token)
         if iss == ISSUER:
             return self._tokens.verify(token, policy.endpoint, now)
+        # Several entries may share an issuer (one per accepted audience): the first that
+        # verifies wins; if none does, the first one's reason is reported.
+        first: TokenRejected | None = None
         for issuer in policy.issuers:
             if iss == issuer.issuer:
-                return self._jwks.verify(token, issuer, now)
-        raise TokenRejected("wrong_issuer")
+                try:
+                    return self._jwks.verify(token, issuer, now)
+                except TokenRejected as exc:
+                    first = first or exc
+        raise first or TokenRejected("wrong_issuer")
 
     def external_issuers_fresh(self, policy: AuthPolicy) -> bool:
         """True when verifying for ``policy`` needs no JWKS fetch (see ``JwksCache.refresh``)."""

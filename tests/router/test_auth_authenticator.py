@@ -147,6 +147,16 @@ def test_external_issuer_token(world: World, issuer: JwtIssuer, idp_key: rsa.RSA
     assert _refused(world, f"Bearer {token}", BOTH) == "wrong_issuer"
 
 
+def test_same_issuer_with_two_audiences(world: World, issuer: JwtIssuer, idp_key: rsa.RSAPrivateKey) -> None:
+    second = JwtIssuer(ISS, "api://demo-v2", issuer.jwks, ("RS256",))
+    policy = AuthPolicy("demo", False, True, (issuer, second))
+    for aud in (AUD, "api://demo-v2"):
+        token = jwt.encode(_idp_claims(aud=aud), idp_key, algorithm="RS256", headers={"kid": "k1"})
+        assert world.auth.verify(f"Bearer {token}", policy, NOW).subject == "alice"
+    token = jwt.encode(_idp_claims(aud="api://nope"), idp_key, algorithm="RS256", headers={"kid": "k1"})
+    assert _refused(world, f"Bearer {token}", policy) == "wrong_audience"
+
+
 # --- header shape -------------------------------------------------------------------------
 
 
