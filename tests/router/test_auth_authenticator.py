@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import traceback
 from pathlib import Path
 from typing import Any
@@ -325,3 +326,24 @@ def test_auth_failed_vocabulary_is_closed() -> None:
     assert "abc123" not in str(info.value)
     for reason in AUTH_FAILURE_REASONS:
         assert AuthFailed(reason).reason == reason == str(AuthFailed(reason))
+
+
+def test_no_credential_reaches_the_logs(
+    world: World, issuer: JwtIssuer, idp_key: rsa.RSAPrivateKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = AuthPolicy("demo", True, True, (issuer,))
+    external = jwt.encode(_idp_claims(), idp_key, algorithm="RS256", headers={"kid": "k1"})
+    secrets_seen = [world.demo.primary, world.demo.secondary, world.token(), external]
+    with caplog.at_level(logging.DEBUG):
+        for secret in secrets_seen:
+            world.auth.verify(f"Bearer {secret}", policy, NOW)
+            for bad in (secret + "x", secret[:-2]):
+                with pytest.raises(AuthFailed):
+                    world.auth.verify(f"Bearer {bad}", policy, NOW)
+        for token in secrets_seen[2:]:
+            with pytest.raises(AuthFailed):
+                world.auth.verify(f"Bearer {token}", policy, NOW + 10**7)  # expired
+        world.keys.regenerate("demo", "Primary")
+    for secret in secrets_seen + [world.keys.get("demo").primary]:
+        assert secret not in caplog.text
+        assert secret[:16] not in caplog.text

@@ -7,7 +7,9 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -385,3 +387,47 @@ def test_redirect_to_plain_http_refused() -> None:
         req, io.BytesIO(), 302, "Found", HTTPMessage(), "https://cdn.example.com/k"
     )
     assert followed is not None and followed.full_url == "https://cdn.example.com/k"
+
+
+class _FakeResponse(io.BytesIO):
+    pass
+
+
+class _FakeOpener:
+    def __init__(self, body: bytes | None) -> None:
+        self.body = body
+        self.requests: list[tuple[str, float]] = []
+
+    def open(self, request: urllib.request.Request, timeout: float) -> _FakeResponse:
+        self.requests.append((request.full_url, timeout))
+        if self.body is None:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return _FakeResponse(self.body)
+
+
+def _patch_opener(monkeypatch: pytest.MonkeyPatch, body: bytes | None) -> _FakeOpener:
+    opener = _FakeOpener(body)
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *handlers: opener)
+    return opener
+
+
+def test_default_fetch_over_https_url_path(
+    monkeypatch: pytest.MonkeyPatch, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """The real fetch_https code path, with the opener faked (no network)."""
+    opener = _patch_opener(monkeypatch, _jwks((rsa_key, "rsa-1")))
+    cache = JwksCache()  # default fetch: fetch_https
+    issuer = JwtIssuer(ISS, AUD, URL, ("RS256",))
+    assert cache.verify(_token(rsa_key, "rsa-1"), issuer, NOW)["sub"] == "user-1"
+    assert opener.requests == [(URL, 5.0)]
+
+
+def test_fetch_https_caps_size_and_hides_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.jwks import MAX_JWKS_BYTES, JwksError, fetch_https
+
+    _patch_opener(monkeypatch, b"x" * (MAX_JWKS_BYTES + 1))
+    with pytest.raises(JwksError, match="larger than"):
+        fetch_https(URL)
+    _patch_opener(monkeypatch, None)
+    with pytest.raises(JwksError, match="ConnectionRefusedError"):
+        fetch_https(URL)
