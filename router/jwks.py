@@ -210,7 +210,15 @@ class _Entry:
 
 
 class JwksCache:
-    """Key sets by source, cached for ``ttl_s`` seconds of ``clock`` time."""
+    """Key sets by source, cached for ``ttl_s`` seconds of ``clock`` time.
+
+    With ``background=True`` (what the router uses) a URL is never fetched on the caller's
+    thread: ``verify`` answers from the cache (a stale set within ``max_stale_s`` still counts)
+    and starts a fetch in a daemon thread when one is due; a cold cache answers
+    ``jwks_unavailable`` until that fetch lands, so warm it at start-up with ``await refresh()``.
+    With ``background=False`` (the default; simpler to reason about in tests) the fetch happens
+    inline, once, under a lock. Files are always read inline (small and local).
+    """
 
     def __init__(
         self,
@@ -220,14 +228,17 @@ class JwksCache:
         max_stale_s: float = 3600.0,
         fetch: Callable[[str], bytes] = fetch_https,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ) -> None:
         self.ttl_s = ttl_s
         self.min_refetch_s = min_refetch_s
         self.max_stale_s = max_stale_s
+        self.background = background
         self._fetch = fetch
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, threading.Thread] = {}
 
     def _read(self, source: str) -> PyJWKSet:
         raw = self._fetch(source) if _is_url(source) else self._read_file(source)
@@ -240,33 +251,67 @@ class JwksCache:
         except OSError as exc:
             raise JwksError(f"{source}: cannot read ({exc.strerror})") from None
 
-    def _load(self, source: str, force: bool) -> PyJWKSet | None:
+    def _usable(self, entry: _Entry | None, now: float) -> PyJWKSet | None:
+        """The entry's keys unless it is past ``ttl_s + max_stale_s``: a set the source stopped
+        confirming keeps working for a while (availability), not forever (revocation)."""
+        if entry is None or entry.keys is None or now - entry.fetched_at >= self.ttl_s + self.max_stale_s:
+            return None
+        return entry.keys
+
+    def _store(self, source: str, keys: PyJWKSet | None, tried_at: float) -> None:
+        """Record a fetch attempt (caller holds the lock)."""
+        old = self._entries.get(source)
+        if keys is not None:
+            self._entries[source] = _Entry(keys, tried_at, tried_at)
+        else:
+            self._entries[source] = _Entry(
+                old.keys if old else None, old.fetched_at if old else float("-inf"), tried_at
+            )
+
+    def _fetch_in_background(self, source: str) -> None:
+        started = self._clock()
+        try:
+            keys: PyJWKSet | None = self._read(source)
+        except JwksError:
+            keys = None
+        with self._lock:
+            self._store(source, keys, started)
+            self._inflight.pop(source, None)
+
+    def _load(self, source: str, force: bool, wait: bool = False) -> PyJWKSet | None:
         """The key set for ``source``, (re)fetching when stale, or when ``force`` and allowed.
 
-        Held under one lock: concurrent callers wait for one fetch instead of each fetching.
+        A fetch happens at most once per ``min_refetch_s`` per source, whoever asks.
         """
         with self._lock:
             now = self._clock()
             entry = self._entries.get(source)
             if entry is not None:
-                age = now - entry.fetched_at
-                if entry.keys is not None and age < self.ttl_s and not force:
+                fresh = entry.keys is not None and now - entry.fetched_at < self.ttl_s
+                if fresh and not force:
                     return entry.keys
-                if now - entry.tried_at < self.min_refetch_s:
-                    # Tried recently (and failed, or a forced re-fetch): don't hammer the source.
-                    return entry.keys if age < self.ttl_s + self.max_stale_s else None
+                if now - entry.tried_at < self.min_refetch_s or source in self._inflight:
+                    return self._usable(entry, now)
+            if self.background and not wait and _is_url(source):
+                self._store(source, None, now)  # counts as tried: no second thread for a while
+                thread = threading.Thread(
+                    target=self._fetch_in_background, args=(source,), name="infergate-jwks", daemon=True
+                )
+                self._inflight[source] = thread
+                thread.start()
+                return self._usable(entry, now)
+            # Inline, under the lock: concurrent callers wait for this one fetch.
             try:
-                keys = self._read(source)
+                keys: PyJWKSet | None = self._read(source)
             except JwksError:
-                if entry is None:
-                    self._entries[source] = _Entry(None, float("-inf"), now)
-                    return None
-                self._entries[source] = _Entry(entry.keys, entry.fetched_at, now)
-                # The source is down: keep the last good set for a while (availability), but
-                # not forever (a key the provider revoked must stop working eventually).
-                return entry.keys if now - entry.fetched_at < self.ttl_s + self.max_stale_s else None
-            self._entries[source] = _Entry(keys, now, now)
-            return keys
+                keys = None
+            self._store(source, keys, now)
+            return keys if keys is not None else self._usable(entry, now)
+
+    def join(self, timeout_s: float = 10.0) -> None:
+        """Wait for background fetches in flight (tests; shutdown)."""
+        for thread in list(self._inflight.values()):
+            thread.join(timeout_s)
 
     def is_fresh(self, issuer: JwtIssuer) -> bool:
         """True when ``verify`` for this issuer would not need to fetch."""
@@ -275,7 +320,7 @@ class JwksCache:
 
     async def refresh(self, issuer: JwtIssuer) -> None:
         """Warm or refresh the issuer's key set in a worker thread (never blocks the loop)."""
-        await asyncio.to_thread(self._load, issuer.jwks, False)
+        await asyncio.to_thread(self._load, issuer.jwks, False, True)
 
     def _candidates(self, keys: PyJWKSet, kid: str | None, alg: str) -> list[PyJWK]:
         kty = _KTY_FOR_ALG_PREFIX.get(alg[:2])

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import io
 import json
+import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -431,3 +432,60 @@ def test_fetch_https_caps_size_and_hides_errors(monkeypatch: pytest.MonkeyPatch)
     _patch_opener(monkeypatch, None)
     with pytest.raises(JwksError, match="ConnectionRefusedError"):
         fetch_https(URL)
+
+
+class GatedFetch(FakeFetch):
+    """A fetch that blocks until the test opens the gate: proves callers do not wait on it."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.gate = threading.Event()
+
+    def __call__(self, url: str) -> bytes:
+        assert self.gate.wait(30), "gate never opened"
+        return super().__call__(url)
+
+
+def _background_setup(rsa_key: rsa.RSAPrivateKey) -> tuple[JwksCache, GatedFetch, FakeClock, JwtIssuer]:
+    fetch = GatedFetch(_jwks((rsa_key, "rsa-1")))
+    clock = FakeClock()
+    cache = JwksCache(ttl_s=300, min_refetch_s=30, fetch=fetch, clock=clock, background=True)
+    return cache, fetch, clock, JwtIssuer(ISS, AUD, URL, ("RS256",))
+
+
+def test_background_cold_cache_answers_unavailable_without_waiting(rsa_key: rsa.RSAPrivateKey) -> None:
+    cache, fetch, _, issuer = _background_setup(rsa_key)
+    token = _token(rsa_key, "rsa-1")
+    # The fetch is blocked on the gate; verify must not be.
+    assert _reason(cache, token, issuer) == "jwks_unavailable"
+    assert _reason(cache, token, issuer) == "jwks_unavailable"  # one fetch in flight, not two
+    fetch.gate.set()
+    cache.join()
+    assert cache.verify(token, issuer, NOW)["sub"] == "user-1"
+    assert fetch.urls == [URL]
+
+
+def test_background_stale_set_keeps_serving_while_refetching(rsa_key: rsa.RSAPrivateKey) -> None:
+    cache, fetch, clock, issuer = _background_setup(rsa_key)
+    fetch.gate.set()
+    asyncio.run(cache.refresh(issuer))  # warm-up, as the router does at start-up
+    assert fetch.urls == [URL]
+    fetch.gate.clear()
+    clock.t += 301  # stale
+    token = _token(rsa_key, "rsa-1")
+    assert cache.verify(token, issuer, NOW)["sub"] == "user-1"  # answered while the fetch waits
+    assert not cache.is_fresh(issuer)
+    fetch.gate.set()
+    cache.join()
+    assert len(fetch.urls) == 2 and cache.is_fresh(issuer)
+
+
+def test_background_unknown_kid_flood_fetches_once(rsa_key: rsa.RSAPrivateKey) -> None:
+    cache, fetch, clock, issuer = _background_setup(rsa_key)
+    fetch.gate.set()
+    asyncio.run(cache.refresh(issuer))
+    clock.t += 31
+    for i in range(20):
+        assert _reason(cache, _token(rsa_key, f"made-up-{i}"), issuer) == "invalid_token"
+    cache.join()
+    assert len(fetch.urls) == 2
