@@ -251,8 +251,12 @@ def load_admin_token(state_dir: Path, env: Mapping[str, str]) -> str:
     from_env = env.get(ADMIN_TOKEN_ENV)
     if from_env is not None:
         token = from_env.strip()
-        if len(token) < MIN_ADMIN_TOKEN_CHARS:
-            raise ConfigError(ADMIN_TOKEN_ENV, f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters")
+        if _KEY_RE.fullmatch(token) is None:
+            # It must survive `Authorization: Bearer <token>`; the value is not echoed.
+            raise ConfigError(
+                ADMIN_TOKEN_ENV,
+                f"must be {MIN_ADMIN_TOKEN_CHARS} to 256 visible ASCII characters without spaces",
+            )
         return token
     state_dir = Path(state_dir)
     path = state_dir / ADMIN_TOKEN_FILE
@@ -263,8 +267,10 @@ def load_admin_token(state_dir: Path, env: Mapping[str, str]) -> str:
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise StateFileError(f"{path}: cannot read admin token ({type(exc).__name__})") from None
-    if len(token) < MIN_ADMIN_TOKEN_CHARS:
-        raise StateFileError(f"{path}: admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters")
+    if _KEY_RE.fullmatch(token) is None:
+        raise StateFileError(
+            f"{path}: admin token must be {MIN_ADMIN_TOKEN_CHARS} to 256 visible ASCII characters without spaces"
+        )
     if os.stat(path).st_mode & 0o077:
         # Someone loosened it (or created it by hand): a readable admin token is a leaked one.
         os.chmod(path, 0o600)

@@ -223,11 +223,15 @@ def test_admin_token_from_env_wins(tmp_path: Path) -> None:
     assert not (tmp_path / "admin-token").exists()
 
 
-@pytest.mark.parametrize("value", ["", "   ", "short"])
-def test_admin_token_from_env_too_short(tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(
+    "value", ["", "   ", "short", "has spaces in the admin token", "admïn-token-0123456789"]
+)
+def test_admin_token_from_env_invalid(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_admin_token(tmp_path, {ADMIN_TOKEN_ENV: value})
     assert info.value.field == ADMIN_TOKEN_ENV
+    if value.strip():
+        assert value not in str(info.value)
 
 
 def test_admin_token_generated_once_into_state_dir(tmp_path: Path) -> None:
