@@ -159,7 +159,7 @@ def test_wrong_claims_with_valid_signature(service: TokenService) -> None:
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "...", "eyJ.eyJ.x", "ü.ü.ü"])
 def test_garbage_is_malformed(service: TokenService, garbage: str) -> None:
     service.issue("demo", NOW)
-    assert _reason(service, garbage) in {"malformed", "invalid_token"}
+    assert _reason(service, garbage) == "malformed"
 
 
 def test_huge_token_refused_before_parsing(service: TokenService, monkeypatch: pytest.MonkeyPatch) -> None:
