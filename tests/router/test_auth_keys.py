@@ -6,7 +6,11 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +260,37 @@ def test_admin_token_file_too_short(tmp_path: Path) -> None:
     with pytest.raises(StateFileError) as info:
         load_admin_token(tmp_path, {})
     assert "tiny" not in str(info.value)
+
+
+_REGENERATOR = """
+import sys
+from pathlib import Path
+from router.keys import KeyStore
+store = KeyStore(Path(sys.argv[1]))
+while True:
+    store.regenerate("demo", "Primary")
+"""
+
+
+def test_router_killed_while_regenerating_keeps_a_valid_keys_file(tmp_path: Path) -> None:
+    """SIGKILL a process regenerating keys in a loop: the file still loads, the untouched
+    secondary key survives, and the primary is one that was fully written."""
+    store = KeyStore(tmp_path)
+    original = store.ensure("demo")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", _REGENERATOR, str(tmp_path)], cwd=root)
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            seen.add(KeyStore(tmp_path).get("demo").primary)  # every read must parse
+        assert len(seen) >= 4, "regenerating process made no progress"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    after = KeyStore(tmp_path).get("demo")
+    assert after.secondary == original.secondary
+    assert len(after.primary) == 43 and after.primary != original.primary
