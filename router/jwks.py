@@ -18,6 +18,7 @@ import asyncio
 import json
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -170,8 +171,8 @@ class JwtIssuer:
         leeway = data.get("leeway_s", CLOCK_SKEW_S)
         if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 300:
             raise ConfigError(f"{where}.leeway_s", "must be an integer from 0 to 300", leeway)
-        if jwks.startswith("http://"):
-            raise ConfigError(f"{where}.jwks", "must be an https URL or a file", jwks)
+        if jwks.startswith("http://") or (_is_url(jwks) and not urllib.parse.urlsplit(jwks).hostname):
+            raise ConfigError(f"{where}.jwks", "must be an https URL with a host, or a file", jwks)
         if not _is_url(jwks):
             path = Path(jwks)
             if not path.is_absolute():

@@ -117,6 +117,7 @@ def test_from_mapping_url_and_defaults(tmp_path: Path) -> None:
         ({"algorithms": []}, "w.algorithms"),
         ({"algorithms": "RS256"}, "w.algorithms"),
         ({"jwks": "http://login.example.com/keys"}, "w.jwks"),
+        ({"jwks": "https:///keys"}, "w.jwks"),
         ({"jwks": "missing.json"}, "w.jwks"),
         ({"jwks": "bad.json"}, "w.jwks"),
         ({"issuer": ""}, "w.issuer"),
