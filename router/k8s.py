@@ -36,6 +36,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 import yaml
 
+from router.keys import EndpointKeys, keys_document
 from router.azureml_config import (
     AksDeploymentConfig,
     AzureMLConfigError,
@@ -218,10 +219,9 @@ def _secret(cfg: AksDeploymentConfig, opts: RenderOptions, token: Callable[[], s
     # keys.json seeds the router's state dir: the endpoint's two keys, taken from the
     # AzureML file when it sets them (keys.primaryKey / primary_key), generated otherwise.
     keys = {
-        opts.name: {
-            "primaryKey": cfg.primary_key or token(),
-            "secondaryKey": cfg.secondary_key or token(),
-        }
+        opts.name: EndpointKeys(
+            primary=cfg.primary_key or token(), secondary=cfg.secondary_key or token()
+        )
     }
     return {
         "apiVersion": "v1",
@@ -230,7 +230,7 @@ def _secret(cfg: AksDeploymentConfig, opts: RenderOptions, token: Callable[[], s
         "type": "Opaque",
         "stringData": {
             "admin-token": token(),
-            "keys.json": json.dumps(keys, indent=2) + "\n",
+            "keys.json": keys_document(keys).decode(),
         },
     }
 

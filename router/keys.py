@@ -116,6 +116,20 @@ class EndpointKeys:
         return {"primaryKey": self.primary, "secondaryKey": self.secondary}
 
 
+def keys_document(table: Mapping[str, EndpointKeys]) -> bytes:
+    """The bytes of ``keys.json`` for these endpoints: the one place that knows its shape.
+
+    Deployment tooling (``infergate render-k8s``) seeds a router's state dir with it.
+    """
+    doc = {
+        "version": 1,
+        "endpoints": {
+            name: {"primary": k.primary, "secondary": k.secondary} for name, k in sorted(table.items())
+        },
+    }
+    return json.dumps(doc, indent=2).encode() + b"\n"
+
+
 class KeyStore:
     """Every endpoint's keys, held in memory and persisted to ``<state_dir>/keys.json``.
 
@@ -168,13 +182,7 @@ class KeyStore:
         return exclusive(self._path)
 
     def _save(self, table: Mapping[str, EndpointKeys]) -> None:
-        doc = {
-            "version": 1,
-            "endpoints": {
-                name: {"primary": k.primary, "secondary": k.secondary} for name, k in sorted(table.items())
-            },
-        }
-        atomic_write(self._path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
+        atomic_write(self._path, keys_document(table), 0o600)
 
     def endpoints(self) -> list[str]:
         return sorted(self._keys)

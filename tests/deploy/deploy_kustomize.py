@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from router.keys import EndpointKeys, keys_document
+
 import jsonschema
 import kubernetes_validate
 import yaml
@@ -126,7 +128,7 @@ def validate_objects(objects: list[Manifest]) -> None:
 
 SECRET_PLACEHOLDERS = {
     "admin-token": "REPLACE-with-a-random-admin-token",
-    "keys.json": '{"demo": {"primaryKey": "REPLACE-primary", "secondaryKey": "REPLACE-secondary"}}\n',
+    "keys.json": keys_document({"demo": EndpointKeys("REPLACE-primary", "REPLACE-secondary")}).decode(),
 }
 
 

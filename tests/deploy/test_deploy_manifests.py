@@ -15,6 +15,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from router.keys import KeyStore
 from deploy_kustomize import (
     KEDA_SCHEMA,
     KUBE_DIR,
@@ -114,7 +116,7 @@ def test_scoring_probes_use_azureml_defaults_and_drain_fits(overlay: tuple[str, 
         assert scoring["resources"]["requests"]["memory"] == "2048Mi"
 
 
-def test_sidecar_router_talks_to_localhost_and_outlives_scoring() -> None:
+def test_sidecar_router_talks_to_localhost_and_outlives_scoring(tmp_path: Path) -> None:
     objects = render_kustomization(KUBE_DIR / "sidecar/cpu")
     deployment = _one(objects, "Deployment", "demo")
     spec = deployment["spec"]["template"]["spec"]
@@ -128,8 +130,10 @@ def test_sidecar_router_talks_to_localhost_and_outlives_scoring() -> None:
     env = {e["name"]: e for e in router["env"]}
     assert env["INFERGATE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "demo-router", "key": "admin-token"}
     secret = _one(objects, "Secret", "demo-router")
-    keys = json.loads(secret["stringData"]["keys.json"])
-    assert set(keys["demo"]) == {"primaryKey", "secondaryKey"}
+    # The seeded keys.json is what the router's KeyStore reads.
+    (tmp_path / "keys.json").write_text(secret["stringData"]["keys.json"])
+    keys = KeyStore(tmp_path).get("demo")
+    assert keys.primary and keys.secondary
 
 
 def test_router_layout_finds_scoring_through_headless_service() -> None:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from router.keys import EndpointKeys, KeyStore
 from deploy_kustomize import render_kustomization, validate_objects
 
 from router.azureml_config import (
@@ -33,6 +35,13 @@ def _run(tmp_path: Path, *extra: str, deploy: str = "deploymentconfig.json",
     if inference is not None:
         argv += ["--inference-config", str(DATA / inference)]
     return main(argv), out
+
+
+def _seeded_keys(secret: Manifest, state_dir: Path, endpoint: str) -> EndpointKeys:
+    """Read the Secret's keys.json the way the router does: through its KeyStore."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    (state_dir / "keys.json").write_text(secret["stringData"]["keys.json"])
+    return KeyStore(state_dir).get(endpoint)
 
 
 def _objects(out: Path) -> list[Manifest]:
@@ -103,8 +112,8 @@ def test_secret_file_is_private_and_keys_are_generated(tmp_path: Path) -> None:
     secret_file = out / "secret-resnet-50-router.yaml"
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
     secret = yaml.safe_load(secret_file.read_text())
-    keys = json.loads(secret["stringData"]["keys.json"])["resnet-50"]
-    assert len(keys["primaryKey"]) >= 32 and keys["primaryKey"] != keys["secondaryKey"]
+    keys = _seeded_keys(secret, tmp_path / "state", "resnet-50")
+    assert len(keys.primary) >= 32 and keys.primary != keys.secondary
     assert len(secret["stringData"]["admin-token"]) >= 32
 
 
@@ -128,8 +137,8 @@ def test_sdk_shape_with_fixed_replicas_gpu_and_keys(tmp_path: Path) -> None:
     # No entry script: the model repository is served.
     assert scoring["args"][scoring["args"].index("--model-repository") + 1] == "/models"
     (secret,) = _get(objects, "Secret")
-    keys = json.loads(secret["stringData"]["keys.json"])
-    assert keys == {"vision": {"primaryKey": "primary-key-from-azureml", "secondaryKey": "secondary-key-from-azureml"}}
+    keys = _seeded_keys(secret, tmp_path / "state", "vision")
+    assert keys == EndpointKeys("primary-key-from-azureml", "secondary-key-from-azureml")
     endpoint = yaml.safe_load(_get(objects, "ConfigMap")[0]["data"]["router.yaml"])["endpoints"][0]
     assert (endpoint["auth_enabled"], endpoint["token_auth_enabled"]) == (False, True)
 
@@ -346,7 +355,7 @@ def test_infergate_command_dispatches_render_k8s(tmp_path: Path) -> None:
     assert (out / "kustomization.yaml").is_file()
 
 
-def test_render_is_deterministic_given_the_token_source() -> None:
+def test_render_is_deterministic_given_the_token_source(tmp_path: Path) -> None:
     counter = iter(range(100))
 
     def token() -> str:
@@ -355,7 +364,7 @@ def test_render_is_deterministic_given_the_token_source() -> None:
     cfg = AksDeploymentConfig(primary_key="given")
     opts = RenderOptions(name="m", model_name="m", model_version=1)
     (secret,) = [m for m in render(cfg, InferenceConfig(), opts, token=token) if m["kind"] == "Secret"]
-    assert json.loads(secret["stringData"]["keys.json"]) == {"m": {"primaryKey": "given", "secondaryKey": "token-0"}}
+    assert _seeded_keys(secret, tmp_path, "m") == EndpointKeys("given", "token-0")
     assert secret["stringData"]["admin-token"] == "token-1"
     first = render(AksDeploymentConfig(), InferenceConfig(), opts, token=lambda: "x")
     assert first == render(AksDeploymentConfig(), InferenceConfig(), opts, token=lambda: "x")
