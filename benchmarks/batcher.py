@@ -30,7 +30,7 @@ import onnxruntime as ort
 try:
     import uvloop
 except ImportError:  # pragma: no cover - uvloop is not built for Windows
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 

@@ -71,7 +71,7 @@ class Model:
         deadline = time.monotonic() + timeout_s
         if self._batcher is not None:
             await self._batcher.close(timeout_s)
-        if self._idle is not None and self._inflight:
+        if self._idle is not None and not self._idle.is_set():
             remaining = max(0.0, deadline - time.monotonic())
             try:
                 await asyncio.wait_for(self._idle.wait(), remaining)
@@ -118,12 +118,15 @@ class Model:
         if self._waiting >= self.config.batching.max_queue_size:
             raise Overloaded(f"{md.id}: {self._waiting} requests waiting; try again later")
         self._waiting += 1
+        self._inflight += 1  # waiting or running: close() drains both
+        self._idle.clear()
         try:
             await self._slots.acquire()
+        except BaseException:
+            self._done_one()
+            raise
         finally:
             self._waiting -= 1
-        self._inflight += 1
-        self._idle.clear()
         try:
             started = time.monotonic()
             if deadline is not None and started >= deadline:
@@ -132,9 +135,13 @@ class Model:
             return result, started, time.monotonic()
         finally:
             self._slots.release()
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+            self._done_one()
+
+    def _done_one(self) -> None:
+        assert self._idle is not None
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
 
     async def run_entry_script(self, body: bytes, request: object | None = None) -> object:
         """AzureML ``run()`` semantics (see ``scoring/entry_script.py``): returns a
