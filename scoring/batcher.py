@@ -133,6 +133,12 @@ class Batcher:
             self._discard(item)
             raise
 
+    def stop_accepting(self) -> None:
+        """New submissions fail with ModelNotReady; what is queued still runs."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; dispatch what is queued at once and wait for it (bounded).
 
