@@ -291,6 +291,10 @@ class Batcher:
                 for item in batch:
                     self._fail(item, exc)
                 return
+            except asyncio.CancelledError:  # close() gave up waiting: answer, then stop
+                for item in batch:
+                    self._fail(item, ModelNotReady(self.label, None, "unloaded while computing"))
+                raise
             except Exception as exc:  # a runner that does not translate its errors
                 log.exception("%s: batch of %d rows failed", self.label, sum(rows))
                 failure = InferenceFailed(f"{self.label}: {exc}")
