@@ -35,7 +35,7 @@ RunFn = Callable[[Arrays, Sequence[str] | None], Awaitable[Arrays]]
 Clock = Callable[[], float]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     inputs: Arrays
     outputs: tuple[str, ...] | None
