@@ -1,6 +1,23 @@
 """infergate's scoring runtime: model repository, execution providers, micro-batching,
-entry scripts. Numpy in, numpy out; no HTTP in this package."""
+entry scripts. Numpy in, numpy out; no HTTP in this package.
 
+    repo = ModelRepository(Path("models"), ScoringConfig())
+    await repo.start()                      # loads off the loop; failures land in repo.index()
+    model = repo.get("demo")                # newest READY version
+    result = await model.infer(InferRequest({"input": np.ones((1, 4), np.float32)}))
+    await repo.close()
+
+Configuration reference: docs/scoring.md.
+"""
+
+from scoring.config import (
+    BatchingConfig,
+    ModelConfig,
+    ScoringConfig,
+    SessionConfig,
+    VersionPolicy,
+)
+from scoring.entry_script import EntryScriptResponse, RawRequest
 from scoring.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -13,6 +30,8 @@ from scoring.errors import (
     ScoringError,
     VersionNotFound,
 )
+from scoring.model import Model
+from scoring.repository import ModelRepository
 from scoring.types import (
     DATATYPE_TO_NUMPY,
     NUMPY_TO_DATATYPE,
@@ -27,8 +46,16 @@ from scoring.types import (
 __all__ = [
     "DATATYPE_TO_NUMPY",
     "NUMPY_TO_DATATYPE",
+    "BatchingConfig",
+    "Model",
+    "ModelConfig",
+    "ModelRepository",
+    "ScoringConfig",
+    "SessionConfig",
+    "VersionPolicy",
     "ConfigError",
     "DeadlineExceeded",
+    "EntryScriptResponse",
     "InferRequest",
     "InferResult",
     "InferenceFailed",
@@ -40,6 +67,7 @@ __all__ = [
     "ModelNotReady",
     "ModelStatus",
     "Overloaded",
+    "RawRequest",
     "ScoringError",
     "TensorSpec",
     "VersionNotFound",
