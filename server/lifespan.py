@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from scoring import ConfigError, ModelRepository, ScoringConfig
 from server.config import ServerConfig
 from server.metrics import run_periodically
 from server.state import ServerState
@@ -24,10 +25,8 @@ log = logging.getLogger("infergate.server")
 RepositoryFactory = Callable[[ServerConfig], Any]
 
 
-def scoring_config(config: ServerConfig) -> Any:
+def scoring_config(config: ServerConfig) -> ScoringConfig:
     """ScoringConfig from --scoring-config (YAML/JSON) and --executor-threads."""
-    from scoring import ScoringConfig  # TODO(merge scoring): top-level import
-
     base = ScoringConfig()
     if config.scoring_config is not None:
         import yaml
@@ -35,8 +34,6 @@ def scoring_config(config: ServerConfig) -> Any:
         try:
             data = yaml.safe_load(Path(config.scoring_config).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            from scoring import ConfigError
-
             raise ConfigError("--scoring-config", f"cannot read: {exc}", str(config.scoring_config)) from exc
         base = ScoringConfig.from_mapping(data)
     if config.executor_threads is not None:
@@ -48,8 +45,6 @@ def scoring_config(config: ServerConfig) -> Any:
 
 def build_repository(config: ServerConfig) -> Any:
     """The real ModelRepository for ``config`` (the default factory)."""
-    from scoring import ModelRepository  # TODO(merge scoring): top-level import
-
     scfg = scoring_config(config)
     if config.entry_script is not None:
         return ModelRepository.for_entry_script(config.entry_script, config.model_dir, config=scfg)

@@ -17,7 +17,7 @@ import orjson
 request_id_var: ContextVar[str | None] = ContextVar("infergate_request_id", default=None)
 
 # LogRecord attributes that are not user "extra" fields.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

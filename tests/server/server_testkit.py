@@ -4,6 +4,13 @@ and tiny real ONNX models (end-to-end tests against the real ModelRepository).""
 from __future__ import annotations
 
 import asyncio
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,12 @@ from scoring import (
     VersionNotFound,
 )
 from server.config import ServerConfig
+
+with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what we have
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient  # noqa: F401  (re-exported)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_metadata(name: str = "double", version: int = 1, datatype: str = "FP32") -> ModelMetadata:
@@ -137,5 +150,91 @@ def close_enough(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(np.allclose(a, b, rtol=1e-3, atol=1e-3))
 
 
-def iter_lines(path: Path) -> Iterator[str]:
-    yield from path.read_text().splitlines()
+def write_models(root: Path, names: list[str]) -> Path:
+    """Real tiny ONNX models from scoring.model_zoo under ``root``."""
+    from scoring import model_zoo
+
+    model_zoo.write(root, names)
+    return root
+
+
+class ServerProcess:
+    """``infergate serve`` in a subprocess on 127.0.0.1 port 0; the port read from its log."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, deadline_s: float = 60.0) -> None:
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--host", "127.0.0.1", "--port", "0", *args],
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=full_env,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.log: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+        self.port = self._wait_port(deadline_s)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
+
+    def _wait_port(self, deadline_s: float) -> int:
+        import json
+
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if line == "":
+                break
+            self.log.append(line)
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if doc.get("event") == "listening":
+                return int(doc["port"])
+        self.stop()
+        raise AssertionError("server did not report its port:\n" + "".join(self.log))
+
+    def wait_ready(self, deadline_s: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/v2/health/ready", timeout=2.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError("server never became ready:\n" + self.drain_log())
+
+    def drain_log(self) -> str:
+        while True:
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line:
+                self.log.append(line)
+        return "".join(self.log)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
