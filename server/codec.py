@@ -259,7 +259,9 @@ def array_from_json(
         else:  # floating point
             if kind not in "iuf":
                 raise InvalidInput(f"{where}: {datatype} tensor takes numbers only", field=where)
-            arr = arr.astype(dtype, copy=False)
+            if arr.dtype != dtype:
+                with np.errstate(over="ignore"):  # out of range becomes inf, refused below
+                    arr = arr.astype(dtype)
             if not np.isfinite(arr).all():
                 raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
     arr = arr.astype(dtype, copy=False)
