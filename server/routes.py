@@ -390,6 +390,7 @@ def _score_inputs(doc: Any, md: Any) -> dict[str, np.ndarray]:
             'body: expected {"data": [...]} or {"<input name>": [...], ...}', field="body"
         )
     specs = {spec.name: spec for spec in md.inputs}
+    items: list[tuple[str, str, Any]] = []  # (field as sent, input name, value)
     if "data" in doc and "data" not in specs:
         if len(md.inputs) != 1:
             raise InvalidInput(
@@ -397,15 +398,17 @@ def _score_inputs(doc: Any, md: Any) -> dict[str, np.ndarray]:
                 "send them by name",
                 field="data",
             )
-        doc = {md.inputs[0].name: doc["data"]}
+        items.append(("data", md.inputs[0].name, doc["data"]))
+    else:
+        items = [(key, key, value) for key, value in doc.items()]
     inputs: dict[str, np.ndarray] = {}
-    for key, value in doc.items():
+    for field, key, value in items:
         spec = specs.get(key)
         if spec is None:
             raise InvalidInput(
                 f"{key}: the model has no input '{key}' (inputs: {', '.join(specs)})", field=key
             )
-        arr = codec.array_from_json(value, spec.datatype, None, key)
+        arr = codec.array_from_json(value, spec.datatype, None, field)
         if arr.ndim == len(spec.shape) - 1:  # a single row without its batch dimension
             arr = arr[np.newaxis, ...]
         inputs[key] = arr
