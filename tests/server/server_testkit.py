@@ -158,6 +158,27 @@ def write_models(root: Path, names: list[str]) -> Path:
     return root
 
 
+def write_mixed_model(root: Path, name: str = "mixed") -> Path:
+    """Identity over FP16 [N,2], INT64 [N,2], BOOL [N,2] and STRING [N] inputs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    kinds = [("f16", TensorProto.FLOAT16, ["N", 2]), ("i64", TensorProto.INT64, ["N", 2]),
+             ("flag", TensorProto.BOOL, ["N", 2]), ("s", TensorProto.STRING, ["N"])]  # fmt: skip
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [n], [n + "_out"]) for n, _, _ in kinds],
+        name,
+        [helper.make_tensor_value_info(n, t, shape) for n, t, shape in kinds],
+        [helper.make_tensor_value_info(n + "_out", t, shape) for n, t, shape in kinds],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = root / name / "1" / "model.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return root
+
+
 class ServerProcess:
     """``infergate serve`` in a subprocess on 127.0.0.1 port 0; the port read from its log."""
 
@@ -174,7 +195,8 @@ class ServerProcess:
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
+        self._pump_thread.start()
         self.port = self._wait_port(deadline_s)
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -234,7 +256,11 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            return self.proc.wait(timeout=timeout_s)
+            code = self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            code = self.proc.wait()
+        self._pump_thread.join(timeout=timeout_s)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
