@@ -8,6 +8,7 @@ from scoring.config import (
     SessionConfig,
     VersionPolicy,
 )
+from scoring.entry_script import EntryScriptResponse, RawRequest
 from scoring.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -45,6 +46,7 @@ __all__ = [
     "VersionPolicy",
     "ConfigError",
     "DeadlineExceeded",
+    "EntryScriptResponse",
     "InferRequest",
     "InferResult",
     "InferenceFailed",
@@ -56,6 +58,7 @@ __all__ = [
     "ModelNotReady",
     "ModelStatus",
     "Overloaded",
+    "RawRequest",
     "ScoringError",
     "TensorSpec",
     "VersionNotFound",

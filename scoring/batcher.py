@@ -47,6 +47,15 @@ class _Pending:
     timer: asyncio.TimerHandle | None = field(default=None)
 
 
+def time_to_close(oldest_arrived: float, rows: int, now: float, delay_s: float, target_rows: int) -> float | None:
+    """When the batch headed by the oldest request closes: None (full) when ``rows``
+    (queued rows compatible with it) reach ``target_rows``; else the seconds left of its
+    delay, counted from when the OLDEST request arrived (<= 0: close now)."""
+    if rows >= target_rows:
+        return None
+    return oldest_arrived + delay_s - now
+
+
 class Batcher:
     """Queue requests for one model version and run them in batches through ``run``."""
 
@@ -202,15 +211,17 @@ class Batcher:
         assert self._wakeup is not None and self._loop is not None
         while self._queue and not self._closing:
             head = self._queue[0]
-            if self._key_rows.get(head.key, 0) >= self._target:
+            wait_s = time_to_close(
+                head.arrived, self._key_rows.get(head.key, 0), self._clock(), self._delay_s, self._target
+            )
+            if wait_s is None:
                 return self._target
-            remaining = head.arrived + self._delay_s - self._clock()
-            if remaining <= 0:
+            if wait_s <= 0:
                 break
             self._wakeup.clear()
-            timer = self._loop.call_later(remaining, self._wakeup.set)
+            timer = self._loop.call_later(wait_s, self._wakeup.set)
             try:
-                await self._wakeup.wait()
+                await self._wakeup.wait()  # a new arrival, or the delay is over
             finally:
                 timer.cancel()
         return self.config.max_batch_size

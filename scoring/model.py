@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
 
 from scoring.batcher import Batcher
 from scoring.config import ModelConfig
@@ -15,6 +18,8 @@ from scoring.validation import validate_request
 
 if TYPE_CHECKING:
     from scoring.entry_script import EntryScript
+
+T = TypeVar("T")
 
 
 class Model:
@@ -48,9 +53,10 @@ class Model:
         self._slots = asyncio.Semaphore(self.config.instance_count)
         self._idle = asyncio.Event()
         self._idle.set()
-        if self.metadata.batched and self.runner is not None:
+        run = self.runner.run if self.runner is not None else self.entry.run_batch if self.entry else None
+        if self.metadata.batched and run is not None:
             self._batcher = Batcher(
-                self.runner.run,
+                run,
                 self.config.batching,
                 self.config.instance_count,
                 label=str(self.metadata.id),
@@ -94,11 +100,21 @@ class Model:
         return await self._run_one(request)
 
     async def _run_one(self, request: InferRequest) -> InferResult:
-        assert self._slots is not None and self._idle is not None and self.runner is not None
+        assert self.runner is not None
+        runner = self.runner
+        arrived = time.monotonic()
+        outputs, started, done = await self._bounded(
+            lambda: runner.run(request.inputs, request.outputs), request.deadline
+        )
+        return InferResult(outputs, queue_s=started - arrived, compute_s=done - started, batch_rows=_rows(request))
+
+    async def _bounded(self, call: Callable[[], Awaitable[T]], deadline: float | None = None) -> tuple[T, float, float]:
+        """Run ``call`` when one of the ``instance_count`` slots is free; at most
+        ``max_queue_size`` callers wait for one (beyond: Overloaded at once)."""
+        assert self._slots is not None and self._idle is not None
         md = self.metadata
         if self._waiting >= self.config.batching.max_queue_size:
             raise Overloaded(f"{md.id}: {self._waiting} requests waiting; try again later")
-        arrived = time.monotonic()
         self._waiting += 1
         try:
             await self._slots.acquire()
@@ -108,25 +124,32 @@ class Model:
         self._idle.clear()
         try:
             started = time.monotonic()
-            if request.deadline is not None and started >= request.deadline:
+            if deadline is not None and started >= deadline:
                 raise DeadlineExceeded(f"{md.id}: deadline passed while queued")
-            outputs = await self.runner.run(request.inputs, request.outputs)
-            done = time.monotonic()
+            result = await call()
+            return result, started, time.monotonic()
         finally:
             self._slots.release()
             self._inflight -= 1
             if not self._inflight:
                 self._idle.set()
-        rows = _rows(request)
-        return InferResult(outputs, queue_s=started - arrived, compute_s=done - started, batch_rows=rows)
 
     async def run_entry_script(self, body: bytes, request: object | None = None) -> object:
-        """AzureML ``run()`` semantics; see ``scoring/entry_script.py``."""
-        if self.entry is None:
+        """AzureML ``run()`` semantics (see ``scoring/entry_script.py``): returns a
+        JSON-serializable value or an ``EntryScriptResponse``. Raises InferenceFailed
+        (the script raised), InvalidInput (schema parameters), Overloaded."""
+        entry = self.entry
+        if entry is None:
             raise InvalidInput("this model is not an entry script; use the inference protocol", field="model")
         if self._closed:
             raise ModelNotReady(self.metadata.id.name, self.metadata.id.version, "unloading")
-        return await self.entry.call(body, request)
+        if self._batcher is not None and (request is None or entry.run_fn is None):
+            bodies = np.empty(1, dtype=object)
+            bodies[0] = body
+            result = await self._batcher.submit({"body": bodies}, None, 1)
+            return result.outputs["result"][0]
+        value, _, _ = await self._bounded(lambda: entry.call(body, request))
+        return value
 
 
 def _rows(request: InferRequest) -> int:

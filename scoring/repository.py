@@ -332,6 +332,8 @@ class ModelRepository:
         if path.is_file():  # --entry-script
             return self._build_script(model_id, path, self._script[1] if self._script else None, config)
         onnx_file, script_file = path / MODEL_FILE, path / SCRIPT_FILE
+        if script_file.is_file():  # a score.py wins: it is the code that uses the model files
+            return self._build_script(model_id, script_file, path, config)
         if onnx_file.is_file():
             try:
                 runner = OrtRunner.load(onnx_file, config, self.executor, label)
@@ -359,14 +361,13 @@ class ModelRepository:
                 max_batch_size=config.batching.max_batch_size if batched else 0,
             )
             return Model(metadata, config, runner=runner)
-        if script_file.is_file():
-            return self._build_script(model_id, script_file, path, config)
         raise ModelLoadError(f"{label}: {path}: holds neither {MODEL_FILE} nor {SCRIPT_FILE}")
 
     def _build_script(self, model_id: ModelId, script: Path, model_dir: Path | None, config: ModelConfig) -> Model:
         from scoring.entry_script import EntryScript  # only entry-script models need it
 
-        entry = EntryScript.load(script, model_dir or script.parent, self.executor, label=str(model_id))
+        label = f"model '{model_id.name}' version {model_id.version}"
+        entry = EntryScript.load(script, model_dir or script.parent, self.executor, label=label)
         metadata = ModelMetadata(
             id=model_id,
             platform="azureml_entry_script",
