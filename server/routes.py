@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from scoring import InferRequest, InvalidInput
+from scoring import EntryScriptResponse, InferRequest, InvalidInput, RawRequest
 from server import codec, openapi
 from server.errors import (
     AmbiguousModel,
@@ -341,7 +341,9 @@ async def score(request: Request) -> Response:
     method = request.method
 
     if md.entry_script:
-        if method == "GET":
+        if method == "OPTIONS" and not _wants_request(model):
+            raise MethodNotAllowed("Method not allowed", allow="GET, POST")
+        if method == "GET" and not _wants_request(model):
             body = codec.dumps(_query_input(request))
         else:
             body = await read_body(request, server.config.max_request_bytes)
@@ -417,16 +419,9 @@ def _score_inputs(doc: Any, md: Any) -> dict[str, np.ndarray]:
 
 def _azureml_response(output: Any) -> Response:
     """What AzureML's server answers for run()'s return value."""
-    if isinstance(output, Response):
-        return output
-    status = getattr(output, "status_code", None)
-    if isinstance(status, int) and hasattr(output, "body"):  # a response-like object
-        headers = dict(getattr(output, "headers", None) or {})
-        body = output.body
-        if not isinstance(body, (bytes, str)):
-            body = codec.dumps(body)
-        return Response(body, status_code=status, headers=headers)
-    headers = {}
+    if isinstance(output, EntryScriptResponse):  # the script built its own (AMLResponse)
+        return Response(output.body, status_code=output.status_code, headers=output.headers)
+    headers: dict[str, str] = {}
     body = output
     if isinstance(output, dict) and ("aml_response_headers" in output or "aml_response_body" in output):
         headers = {str(k): str(v) for k, v in (output.get("aml_response_headers") or {}).items()}
@@ -434,32 +429,20 @@ def _azureml_response(output: Any) -> Response:
     return Response(codec.dumps(body), media_type=_JSON, headers=headers)
 
 
-class RawRequest:
-    """The request as a ``@rawhttp`` run(request) sees it (a small Flask-like surface)."""
-
-    def __init__(self, request: Request, body: bytes) -> None:
-        self.method = request.method
-        self.path = request.url.path
-        self.url = str(request.url)
-        self.headers = dict(request.headers)
-        self.args = dict(request.query_params)
-        self.query_string = request.url.query.encode()
-        self.data = body
-        self.content_type = request.headers.get("content-type")
-
-    def get_data(self, as_text: bool = False) -> bytes | str:
-        return self.data.decode() if as_text else self.data
-
-    def get_json(self) -> Any:
-        return codec.loads(self.data)
-
-    @property
-    def json(self) -> Any:
-        return self.get_json()
-
-
 def _raw_request(request: Request, body: bytes) -> RawRequest:
-    return RawRequest(request, body)
+    """What a ``@rawhttp`` run(request) receives (scoring's Flask-like RawRequest)."""
+    return RawRequest(
+        data=body,
+        method=request.method,
+        path=request.url.path,
+        headers=dict(request.headers),
+        args=dict(request.query_params),
+    )
+
+
+def _wants_request(model: Any) -> bool:
+    """Whether the entry script's run() is ``@rawhttp`` (it then also answers OPTIONS)."""
+    return bool(getattr(getattr(model, "entry", None), "rawhttp", False))
 
 
 async def swagger(request: Request) -> Response:
