@@ -26,7 +26,7 @@ POST_ROUTES = [
 GET_ROUTES = ["/v2/models/{m}", "/v2/models/{m}/ready", "/v2/models/{m}/versions/{v}", "/score", "/swagger.json"]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
     max_leaves=20,
 )
