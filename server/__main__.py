@@ -178,7 +178,7 @@ def supervise(config: ServerConfig, sock: socket.socket) -> int:
                 proc.join()
                 code = proc.exitcode if proc.exitcode is not None else 1
                 if proc.pid is not None:
-                    multiprocess.mark_process_dead(proc.pid, metrics_dir)
+                    multiprocess.mark_process_dead(proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
                 if stopping:
                     codes.append(code)
                 elif code == EXIT_STARTUP:
