@@ -318,3 +318,14 @@ def test_no_tracing_without_provider_or_env(fake: FakeRepository, monkeypatch: p
         monkeypatch.delenv(key)
     app = build_app(fake_config(), registry=CollectorRegistry(), repository_factory=lambda c: fake)
     assert app.tracing.enabled is False  # type: ignore[attr-defined]
+
+
+def test_deadline_while_queued_is_504_and_the_server_recovers(tmp_path: Path) -> None:
+    root = write_models(tmp_path, ["tiny"])
+    (root / "tiny" / "config.yaml").write_text("batching: {enabled: true, max_batch_size: 64, max_queue_delay_ms: 400}\n")
+    app = build_app(fake_config(model_repository=root, scoring_timeout_ms=100), registry=CollectorRegistry())
+    with TestClient(app) as c:
+        assert_json_error(c.post("/v2/models/tiny/infer", json=v2_body([1, 2, 3, 4], [1, 4])), 504)
+        assert c.get("/v2/health/ready").status_code == 200
+        text = c.get("/metrics").text
+        assert 'infergate_requests_total{code="504",model="tiny",protocol="v2",version="1"} 1.0' in text
