@@ -459,7 +459,11 @@ async def swagger(request: Request) -> Response:
     return _json(openapi.document(md, int(version), SERVER_VERSION))
 
 
+# Inference routes first: the router tries routes in order, one regex each.
 ROUTES = [
+    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+    Route("/score", score, methods=["GET", "POST", "OPTIONS"]),
     Route("/v2/health/live", live, methods=["GET"]),
     Route("/v2/health/ready", ready, methods=["GET"]),
     Route("/v2", server_metadata, methods=["GET"]),
@@ -467,13 +471,10 @@ ROUTES = [
     Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
     Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
     Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
     Route("/v2/repository/index", repository_index, methods=["POST"]),
     Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
     Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
     Route("/", azureml_health, methods=["GET"]),
-    Route("/score", score, methods=["GET", "POST", "OPTIONS"]),
     Route("/swagger.json", swagger, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]
