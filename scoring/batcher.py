@@ -101,8 +101,10 @@ class Batcher:
         outputs: tuple[str, ...] | None,
         rows: int,
         deadline: float | None = None,
+        key: BatchKey | None = None,
     ) -> InferResult:
-        """Queue one (already validated) request of ``rows`` rows; wait for its result."""
+        """Queue one (already validated) request of ``rows`` rows; wait for its result.
+        ``key`` is its ``batch_key`` when the caller computed it already."""
         if self._loop is None or self._wakeup is None:
             raise RuntimeError("Batcher.start() was not called")
         if self._closing:
@@ -116,7 +118,8 @@ class Batcher:
         if self.config.queue_timeout_ms is not None:
             timeout_at = now + self.config.queue_timeout_ms / 1000.0
             deadline = timeout_at if deadline is None else min(deadline, timeout_at)
-        key = batch_key(inputs)
+        if key is None:
+            key = batch_key(inputs)
         item = _Pending(inputs, outputs, rows, key, now, deadline, self._loop.create_future())
         if deadline is not None:
             item.timer = self._loop.call_later(max(0.0, deadline - now), self._expire, item)
