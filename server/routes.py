@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from scoring import EntryScriptResponse, InferRequest, InvalidInput, RawRequest
 from server import codec, openapi
@@ -459,22 +461,44 @@ async def swagger(request: Request) -> Response:
     return _json(openapi.document(md, int(version), SERVER_VERSION))
 
 
+class Endpoint:
+    """A request -> response function as a plain ASGI app.
+
+    Starlette wraps plain functions in two more layers (its exception-handler lookup and a
+    send wrapper); errors here are rendered by ``RequestMiddleware`` instead, so each
+    route is this one call.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Request], Awaitable[Response]]) -> None:
+        self.fn = fn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.fn(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _route(path: str, fn: Callable[[Request], Awaitable[Response]], methods: list[str]) -> Route:
+    return Route(path, Endpoint(fn), methods=methods)
+
+
 # Inference routes first: the router tries routes in order, one regex each.
 ROUTES = [
-    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
-    Route("/score", score, methods=["GET", "POST", "OPTIONS"]),
-    Route("/v2/health/live", live, methods=["GET"]),
-    Route("/v2/health/ready", ready, methods=["GET"]),
-    Route("/v2", server_metadata, methods=["GET"]),
-    Route("/v2/models/{model}", model_metadata, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
-    Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
-    Route("/v2/repository/index", repository_index, methods=["POST"]),
-    Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
-    Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
-    Route("/", azureml_health, methods=["GET"]),
-    Route("/swagger.json", swagger, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    _route("/v2/models/{model}/infer", infer, ["POST"]),
+    _route("/v2/models/{model}/versions/{version}/infer", infer, ["POST"]),
+    _route("/score", score, ["GET", "POST", "OPTIONS"]),
+    _route("/v2/health/live", live, ["GET"]),
+    _route("/v2/health/ready", ready, ["GET"]),
+    _route("/v2", server_metadata, ["GET"]),
+    _route("/v2/models/{model}", model_metadata, ["GET"]),
+    _route("/v2/models/{model}/versions/{version}", model_metadata, ["GET"]),
+    _route("/v2/models/{model}/ready", model_ready, ["GET"]),
+    _route("/v2/models/{model}/versions/{version}/ready", model_ready, ["GET"]),
+    _route("/v2/repository/index", repository_index, ["POST"]),
+    _route("/v2/repository/models/{model}/load", repository_load, ["POST"]),
+    _route("/v2/repository/models/{model}/unload", repository_unload, ["POST"]),
+    _route("/", azureml_health, ["GET"]),
+    _route("/swagger.json", swagger, ["GET"]),
+    _route("/metrics", metrics, ["GET"]),
 ]
