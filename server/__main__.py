@@ -35,6 +35,7 @@ import uvicorn
 from scoring import ConfigError, ScoringError
 from server.app import build_app
 from server.config import ServerConfig, load_config
+from server.http_protocol import CoalescingHttpToolsProtocol
 from server.lifespan import scoring_config
 from server.logs import configure_logging
 from server.metrics import MULTIPROC_ENV
@@ -119,7 +120,7 @@ def serve(
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,
