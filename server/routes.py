@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -92,9 +93,33 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         if chunk:
             chunks.append(chunk)
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding")
+    if encoding is None or encoding.strip().lower() == "identity":
+        return body
+    return _decompress(body, encoding.strip().lower(), limit)
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip/deflate request bodies (tritonclient's request compression), bounded by ``limit``."""
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(f"Content-Encoding: expected gzip or deflate, got '{encoding}'")
+    for bits in (wbits, -zlib.MAX_WBITS) if encoding == "deflate" else (wbits,):
+        inflater = zlib.decompressobj(bits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest(f"Content-Encoding {encoding}: the compressed body is truncated")
+        return out
+    raise BadRequest(f"Content-Encoding {encoding}: the body is not valid {encoding} data")
 
 
 async def _scored(server: ServerState, info: RequestInfo, awaitable: Any) -> Any:

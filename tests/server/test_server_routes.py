@@ -329,3 +329,19 @@ def test_deadline_while_queued_is_504_and_the_server_recovers(tmp_path: Path) ->
         assert c.get("/v2/health/ready").status_code == 200
         text = c.get("/metrics").text
         assert 'infergate_requests_total{code="504",model="tiny",protocol="v2",version="1"} 1.0' in text
+
+
+def test_compressed_request_bodies(client: TestClient, fake: FakeRepository) -> None:
+    import gzip
+    import zlib
+
+    raw = orjson.dumps(v2_body([1, 2, 3], [1, 3]))
+    for encoding, packed in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        r = client.post("/v2/models/double/infer", content=packed, headers={"content-encoding": encoding})
+        assert r.status_code == 200, r.text
+    assert_json_error(client.post("/v2/models/double/infer", content=raw, headers={"content-encoding": "br"}), 415)
+    assert_json_error(client.post("/v2/models/double/infer", content=b"xx", headers={"content-encoding": "gzip"}), 400)
+    with _client(fake, max_request_bytes=200) as small:
+        bomb = gzip.compress(b" " * 10_000)
+        r = small.post("/v2/models/double/infer", content=bomb, headers={"content-encoding": "gzip"})
+        assert_json_error(r, 413)
