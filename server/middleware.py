@@ -150,6 +150,10 @@ class RequestMiddleware:
                     scope["method"],
                     scope["path"],
                     info.status,
-                    extra={"status": info.status, "duration_ms": round(elapsed * 1000.0, 3)},
+                    extra={
+                        "request_id": request_id,
+                        "status": info.status,
+                        "duration_ms": round(elapsed * 1000.0, 3),
+                    },
                 )
             request_id_var.reset(token)
