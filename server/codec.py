@@ -263,9 +263,10 @@ def array_from_json(
                 with np.errstate(over="ignore"):  # out of range becomes inf, refused below
                     arr = arr.astype(dtype)
             # JSON has no NaN/Infinity (orjson refuses them, and 1e400), so only a narrowing
-            # cast makes inf. A float64 sum of FP16/FP32 values is finite iff every value is
+            # cast makes inf (ints fit FP32's range). A float64 sum of FP16/FP32 values is finite iff every value is
             # (one reduction, no temporary mask).
-            if datatype != "FP64" and not math.isfinite(arr.sum(dtype=np.float64)):
+            narrowing = datatype == "FP16" or (datatype == "FP32" and kind == "f")
+            if narrowing and not math.isfinite(arr.sum(dtype=np.float64)):
                 raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
     arr = arr.astype(dtype, copy=False)
     return arr.reshape(shape) if shape is not None else arr

@@ -345,3 +345,13 @@ def test_compressed_request_bodies(client: TestClient, fake: FakeRepository) -> 
         bomb = gzip.compress(b" " * 10_000)
         r = small.post("/v2/models/double/infer", content=bomb, headers={"content-encoding": "gzip"})
         assert_json_error(r, 413)
+
+
+def test_otlp_export_only_when_the_environment_asks() -> None:
+    from server.tracing import provider_from_env
+
+    assert provider_from_env({}) is None
+    provider = provider_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SERVICE_NAME": "svc"})
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "svc"
+    provider.shutdown()
