@@ -35,7 +35,7 @@ RunFn = Callable[[Arrays, Sequence[str] | None], Awaitable[Arrays]]
 Clock = Callable[[], float]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     inputs: Arrays
     outputs: tuple[str, ...] | None
@@ -132,6 +132,12 @@ class Batcher:
             # The caller went away (client disconnected): do not compute it.
             self._discard(item)
             raise
+
+    def stop_accepting(self) -> None:
+        """New submissions fail with ModelNotReady; what is queued still runs."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; dispatch what is queued at once and wait for it (bounded).
@@ -285,6 +291,10 @@ class Batcher:
                 for item in batch:
                     self._fail(item, exc)
                 return
+            except asyncio.CancelledError:  # close() gave up waiting: answer, then stop
+                for item in batch:
+                    self._fail(item, ModelNotReady(self.label, None, "unloaded while computing"))
+                raise
             except Exception as exc:  # a runner that does not translate its errors
                 log.exception("%s: batch of %d rows failed", self.label, sum(rows))
                 failure = InferenceFailed(f"{self.label}: {exc}")

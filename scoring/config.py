@@ -153,8 +153,8 @@ class ModelConfig:
 class ScoringConfig:
     """Runtime-wide settings, passed down by the server."""
 
-    # Thread pool for ONNX Runtime calls and entry scripts. None: sum of the loaded
-    # models' instance_count plus 2 (entry scripts and loads), at least 4.
+    # Thread pool for ONNX Runtime calls, entry scripts and loads. None: 16 (threads are
+    # started on demand; each model's instance_count bounds how many it keeps busy).
     executor_threads: int | None = None
     # What a model gets for every field its own config file leaves out.
     model_defaults: ModelConfig = field(default_factory=ModelConfig)

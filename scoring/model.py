@@ -65,9 +65,15 @@ class Model:
             )
             self._batcher.start()
 
+    def stop_accepting(self) -> None:
+        """From now on new requests fail with ModelNotReady("unloading")."""
+        self._closed = True
+        if self._batcher is not None:
+            self._batcher.stop_accepting()
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; let queued and in-flight ones finish within ``timeout_s``."""
-        self._closed = True
+        self.stop_accepting()
         deadline = time.monotonic() + timeout_s
         if self._batcher is not None:
             await self._batcher.close(timeout_s)

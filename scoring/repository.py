@@ -235,6 +235,7 @@ class ModelRepository:
             models: list[Model] = []
             for v in entry.versions.values():
                 if v.model is not None:
+                    v.model.stop_accepting()  # at once, before the drain gets scheduled
                     models.append(v.model)
                 v.state, v.reason = "UNLOADING", "unloading"
             await asyncio.gather(*(m.close(self.config.drain_timeout_s) for m in models))

@@ -40,7 +40,11 @@ class RequestValidator:
                 if type(array) is not np.ndarray or array.dtype != dtype or array.ndim != ndim:
                     break
                 shape = array.shape
-                if any(shape[i] != d for i, d in fixed):
+                mismatch = False
+                for i, d in fixed:  # a plain loop: any(<genexpr>) costs more per request
+                    if shape[i] != d:
+                        mismatch = True
+                if mismatch:
                     break
                 if self.batched:
                     if rows < 0:
