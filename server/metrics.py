@@ -170,8 +170,7 @@ class Metrics:
                 self.requests.labels(*key),
                 self.request_duration.labels(model, version, protocol),
             )
-            if len(self._request_children) < 10_000:  # bounded: model names come from clients
-                self._request_children[key] = children
+            self._request_children[key] = children  # bounded: labels are known names
         children[0].inc()
         children[1].observe(seconds)
 

@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from scoring import EntryScriptResponse, InferRequest, InvalidInput, RawRequest
+from scoring import EntryScriptResponse, InferRequest, InvalidInput, ModelNotReady, RawRequest
 from server import codec, openapi
 from server.errors import (
     AmbiguousModel,
@@ -218,10 +218,16 @@ async def infer(request: Request) -> Response:
     info = _info(request)
     name: str = request.path_params["model"]
     version_text: str | None = request.path_params.get("version")
-    info.model, info.version, info.protocol = name, version_text or "", "v2"
+    # Metric labels only take names the repository knows: a client must not be able to
+    # create label sets at will. Unknown model or version: both labels empty.
+    info.model, info.version, info.protocol = "", "", "v2"
     server.metrics.inflight.inc()  # the middleware decrements (info.model is set)
-
-    model = server.repository.get(name, _version(version_text))
+    try:
+        model = server.repository.get(name, _version(version_text))
+    except ModelNotReady:
+        info.model = name
+        raise
+    info.model = name
     md = model.metadata
     info.version = version = str(md.id.version)
     _check_json_body(request, allow_binary=True)

@@ -355,3 +355,13 @@ def test_otlp_export_only_when_the_environment_asks() -> None:
     assert provider is not None
     assert provider.resource.attributes["service.name"] == "svc"
     provider.shutdown()
+
+
+def test_unknown_models_do_not_create_metric_labels(client: TestClient) -> None:
+    for i in range(5):
+        client.post(f"/v2/models/nope{i}/infer", json=v2_body([1, 2, 3], [1, 3]))
+        client.post(f"/v2/models/double/versions/{i}x/infer", json=v2_body([1, 2, 3], [1, 3]))
+    text = client.get("/metrics").text
+    assert "nope" not in text and "x\"" not in text
+    assert 'infergate_requests_total{code="404",model="",protocol="v2",version=""} 5.0' in text
+    assert 'infergate_requests_total{code="400",model="",protocol="v2",version=""} 5.0' in text
