@@ -125,6 +125,7 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # nothing here reads the client address: one layer less
         timeout_graceful_shutdown=config.graceful_timeout_s,  # type: ignore[arg-type]  # float works
     )
     server = DrainingServer(uv_config, lifecycle, config.drain_delay_s, signals)
