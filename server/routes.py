@@ -374,17 +374,17 @@ async def score(request: Request) -> Response:
     method = request.method
 
     if md.entry_script:
-        if method == "OPTIONS" and not _wants_request(model):
+        raw = _wants_request(model)
+        if method == "OPTIONS" and not raw:
             raise MethodNotAllowed("Method not allowed", allow="GET, POST")
-        if method == "GET" and not _wants_request(model):
+        if method == "GET" and not raw:
             body = codec.dumps(_query_input(request))
         else:
             body = await read_body(request, server.config.max_request_bytes)
+        raw_request = _raw_request(request, body) if raw else None
         started = time.perf_counter()
         try:
-            output = await _scored(
-                server, info, model.run_entry_script(body, _raw_request(request, body))
-            )
+            output = await _scored(server, info, model.run_entry_script(body, raw_request))
         finally:
             info.exec_ms = (time.perf_counter() - started) * 1000.0
         return _azureml_response(output)
