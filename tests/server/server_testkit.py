@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from scoring import (
     InferenceFailed,
     InferRequest,
@@ -35,9 +33,7 @@ from server.config import ServerConfig
 
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what we have
     warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient
-
-__all__ = ["TestClient"]  # re-exported for the test modules (imported here, warning silenced)
+    from starlette.testclient import TestClient  # noqa: F401  (re-exported to the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
