@@ -69,10 +69,15 @@ def _media_type(request: Request) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+# Media types whose body is parsed as JSON: tritonclient sends none, and `curl -d` sends
+# application/x-www-form-urlencoded unless told otherwise.
+_JSON_LIKE = frozenset(("", _JSON, "text/plain", "application/x-www-form-urlencoded"))
+
+
 def _check_json_body(request: Request, allow_binary: bool) -> None:
-    """JSON with or without a JSON content type (tritonclient sends none)."""
+    """JSON with or without a JSON content type."""
     media = _media_type(request)
-    if media in ("", _JSON, "text/plain") or (media.startswith("application/") and media.endswith("+json")):
+    if media in _JSON_LIKE or (media.startswith("application/") and media.endswith("+json")):
         return
     if allow_binary and media == "application/octet-stream":
         return
@@ -394,9 +399,7 @@ async def score(request: Request) -> Response:
     if method == "GET":
         doc: Any = _query_input(request)
     else:
-        media = _media_type(request)
-        if media not in ("", _JSON, "text/plain") and not media.endswith("+json"):
-            raise UnsupportedMediaType("Expects Content-Type to be application/json")
+        _check_json_body(request, allow_binary=False)
         doc = codec.loads(await read_body(request, server.config.max_request_bytes))
     inputs = _score_inputs(doc, md)
     started = time.perf_counter()

@@ -231,6 +231,9 @@ def test_score_builtin_handler(fake: FakeRepository) -> None:
         assert_json_error(c.post("/score", json={"zz": [[1, 2, 3]]}), 400, "message")
         assert_json_error(c.post("/score", content=b"{", headers={"content-type": "application/json"}), 400, "message")
         assert_json_error(c.post("/score", content=b"{}", headers={"content-type": "image/png"}), 415, "message")
+        # `curl -d '{...}'` sends application/x-www-form-urlencoded: still parsed as JSON.
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        assert c.post("/score", content=b'{"data": [[1, 2, 3]]}', headers=form).json() == [[2.0, 4.0, 6.0]]
         assert_json_error(c.options("/score"), 405, "message")
         r = c.post("/score", json={"data": [[1, 2, 3]]}, headers={"x-ms-request-id": "a", "x-request-id": "b"})
         assert "should be the same" in assert_json_error(r, 400, "message")
