@@ -8,7 +8,8 @@
     └── UpstreamTimeout     no answer within scoring_timeout_ms                          504
 
 Errors defined elsewhere and mapped here: ``AuthFailed`` (401 + ``WWW-Authenticate: Bearer``),
-``ConfigError`` (400, the field named), ``VersionConflict`` (409), ``EndpointNotFound`` (404).
+``ConfigError`` and ``InvalidKeyRequest`` (400, the field named), ``VersionConflict`` (409),
+``EndpointNotFound`` and ``UnknownEndpoint`` (404).
 Third-party errors (aiohttp's) are translated in ``router/upstream.py``, chained ``from exc``.
 Bodies are ``{"error": <kind>, "message": <text>}``.
 """
@@ -22,6 +23,7 @@ import orjson
 
 from router.auth import AuthFailed
 from router.config import EndpointNotFound, VersionConflict
+from router.keys import InvalidKeyRequest, UnknownEndpoint
 from scoring import ConfigError
 
 log = logging.getLogger("infergate.router")
@@ -67,6 +69,8 @@ class UpstreamTimeout(RouterError):
 STATUS_TABLE: tuple[tuple[type[BaseException], int, str], ...] = (
     (AuthFailed, 401, "unauthorized"),
     (ConfigError, 400, "invalid_request"),
+    (InvalidKeyRequest, 400, "invalid_request"),
+    (UnknownEndpoint, 404, "not_found"),
     (VersionConflict, 409, "conflict"),
     (EndpointNotFound, 404, "not_found"),
     (NotFound, 404, "not_found"),
