@@ -135,6 +135,7 @@ class Replicas:
                 "--model-repository", str(model_repository), "--host", host, "--port", port,
                 # Nothing to drain behind a stopped router: no need to stay unready for 5 s.
                 "--drain-delay-s", "0",
+                "--log-level", "warning",  # keep the lines printed below readable
             ]  # fmt: skip
             # Own session: a terminal's Ctrl-C reaches the launcher, which stops replicas in order.
             self.procs.append(subprocess.Popen(cmd, start_new_session=True))
