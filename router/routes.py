@@ -142,10 +142,10 @@ class ProxyApp:
             await self._send_error(send, exc, route, version, request_id)
 
     async def _authenticate(self, route: EndpointRoute, authorization: bytes | None) -> None:
+        # External key sets are fetched in the background (JwksCache(background=True)); verify
+        # never blocks the loop on the network.
         authenticator = self.runtime.authenticator
         policy = route.policy
-        if policy.issuers and policy.token_auth_enabled and not authenticator.external_issuers_fresh(policy):
-            await authenticator.refresh_issuers(policy)  # fetched off the loop
         header = authorization.decode("latin-1") if authorization is not None else None
         try:
             authenticator.verify(header, policy, time.time())
