@@ -115,12 +115,13 @@ class RouterRuntime:
             await self._apply_locked(edit(self.config), persist=True)
 
     async def _apply_locked(self, config: RouterConfig, persist: bool) -> None:
+        # File writes (fsync) go to a worker thread: nothing blocks the loop serving traffic.
         for endpoint in config.endpoints:
-            self.keys.ensure(endpoint.name)
+            await asyncio.to_thread(self.keys.ensure, endpoint.name)
         table = await build_table(config, self.pool)
         await self._warm_issuers(table)
         if persist and self.config.path is not None:
-            save_config(config, self.config.path)
+            await asyncio.to_thread(save_config, config, self.config.path)
         config = RouterConfig(config.endpoints, path=self.config.path)
         self.config = config
         self._table = RoutingTable(config=config, endpoints=table.endpoints)
