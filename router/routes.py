@@ -38,6 +38,8 @@ PIN_HEADER = b"azureml-model-deployment"
 REQUEST_ID_HEADER = b"x-request-id"
 # Never forwarded: scoring containers do not see credentials.
 DROP_UPSTREAM = frozenset({b"authorization", b"x-forwarded-for", b"x-request-id"})
+# Response headers the router sets itself, never copied from the replica's answer.
+_ROUTER_SET = frozenset({REQUEST_ID_HEADER, PIN_HEADER})
 # Bodies up to this size are sent in one piece; larger or unknown ones are streamed.
 BUFFER_LIMIT = 1 << 20
 _REQUEST_ID_OK = re.compile(rb"[!-~]{1,128}")
@@ -238,7 +240,8 @@ class ProxyApp:
         async with runtime.pool.request(
             version.replicas, scope["method"], target, headers, body, route.timeout, route.wait_s
         ) as upstream:
-            out_headers = upstream.headers
+            # The replica echoes the request id it was sent; the router states it once.
+            out_headers = [h for h in upstream.headers if h[0] not in _ROUTER_SET]
             out_headers.append((PIN_HEADER, version.name_header))
             out_headers.append((REQUEST_ID_HEADER, request_id))
             length = upstream.content_length

@@ -102,7 +102,12 @@ class Upstream:
     async def _score(self, request: Request) -> Response:
         self._record(request)
         body = await request.body()
-        return JSONResponse({"replica": self.name, "path": request.url.path, "query": request.url.query, "bytes": len(body)})
+        # Like the scoring server: echo the request id (and say which replica answered).
+        echoed = {"x-request-id": request.headers.get("x-request-id", "")}
+        return JSONResponse(
+            {"replica": self.name, "path": request.url.path, "query": request.url.query, "bytes": len(body)},
+            headers={**echoed, "azureml-model-deployment": self.name},
+        )
 
     async def _slow(self, request: Request) -> Response:
         self._record(request)
