@@ -47,8 +47,7 @@ class OnnxRuntime(MLModel):
 
 def launch(
     python: Path,
-    model_name: str,
-    model_file: Path,
+    models: dict[str, Path],
     workdir: Path,
     ports: tuple[int, int, int],
     max_batch_size: int = 64,
@@ -67,21 +66,24 @@ def launch(
         "debug": False,
         "parallel_workers": parallel_workers,
     }))
-    model_dir = workdir / model_name
-    model_dir.mkdir(exist_ok=True)
-    shutil.copyfile(model_file, model_dir / "model.onnx")
-    settings: dict[str, object] = {
-        "name": model_name,
-        "implementation": "onnx_runtime.OnnxRuntime",
-        "parameters": {"uri": "./model.onnx"},
-    }
-    if max_batch_size > 1:
-        settings |= {"max_batch_size": max_batch_size, "max_batch_time": max_batch_time_ms / 1000.0}
-    (model_dir / "model-settings.json").write_text(json.dumps(settings))
+    for model_name, model_file in models.items():
+        model_dir = workdir / model_name
+        model_dir.mkdir(exist_ok=True)
+        shutil.copyfile(model_file, model_dir / "model.onnx")
+        settings: dict[str, object] = {
+            "name": model_name,
+            "implementation": "onnx_runtime.OnnxRuntime",
+            "parameters": {"uri": "./model.onnx"},
+        }
+        if max_batch_size > 1:
+            settings |= {"max_batch_size": max_batch_size, "max_batch_time": max_batch_time_ms / 1000.0}
+        (model_dir / "model-settings.json").write_text(json.dumps(settings))
     return Launch(
-        name=f"mlserver-{model_name}",
+        name="mlserver",
         argv=(str(python.absolute().parent / "mlserver"), "start", str(workdir)),
-        ready_url=f"http://127.0.0.1:{http_port}/v2/models/{model_name}/ready",
+        # Server-level readiness can be true before any model is bound: poll the last
+        # model's own readiness instead (models load in order).
+        ready_url=f"http://127.0.0.1:{http_port}/v2/models/{list(models)[-1]}/ready",
         cwd=workdir,
         # The runtime module is imported by name from the work folder.
         env={"PYTHONPATH": str(workdir)},

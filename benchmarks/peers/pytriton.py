@@ -32,17 +32,20 @@ from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
 opts = json.loads(sys.argv[1])
-session = ort.InferenceSession(opts["model_file"], providers=["CPUExecutionProvider"])
 _TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(int64)": np.int64,
           "tensor(int32)": np.int32}
-inp = session.get_inputs()[0]
-outs = session.get_outputs()
 
 
-@batch
-def infer(**inputs):
-    results = session.run(None, {inp.name: inputs[inp.name]})
-    return {o.name: r for o, r in zip(outs, results)}
+def make_infer(session):
+    inp = session.get_inputs()[0]
+    outs = session.get_outputs()
+
+    @batch
+    def infer(**inputs):
+        results = session.run(None, {inp.name: inputs[inp.name]})
+        return {o.name: r for o, r in zip(outs, results)}
+
+    return infer
 
 
 config = TritonConfig(
@@ -54,22 +57,27 @@ batcher = None
 if opts["max_queue_delay_us"] > 0:
     batcher = DynamicBatcher(max_queue_delay_microseconds=opts["max_queue_delay_us"])
 with Triton(config=config) as triton:
-    triton.bind(
-        model_name=opts["model_name"],
-        infer_func=infer,
-        inputs=[Tensor(name=inp.name, dtype=_TYPES[inp.type], shape=tuple(inp.shape[1:]))],
-        outputs=[Tensor(name=o.name, dtype=_TYPES[o.type], shape=tuple(-1 if not isinstance(d, int) else d for d in o.shape[1:])) for o in outs],
-        config=ModelConfig(max_batch_size=opts["max_batch_size"], batcher=batcher),
-        strict=False,
-    )
+    for name, path in opts["models"].items():
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        triton.bind(
+            model_name=name,
+            infer_func=make_infer(session),
+            inputs=[Tensor(name=inp.name, dtype=_TYPES[inp.type], shape=tuple(inp.shape[1:]))],
+            outputs=[
+                Tensor(name=o.name, dtype=_TYPES[o.type], shape=tuple(d if isinstance(d, int) else -1 for d in o.shape[1:]))
+                for o in session.get_outputs()
+            ],
+            config=ModelConfig(max_batch_size=opts["max_batch_size"], batcher=batcher),
+            strict=False,
+        )
     triton.serve()
 '''
 
 
 def launch(
     python: Path,
-    model_name: str,
-    model_file: Path,
+    models: dict[str, Path],
     workdir: Path,
     ports: tuple[int, int, int],
     max_batch_size: int = 64,
@@ -79,16 +87,17 @@ def launch(
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "triton_server.py").write_text(SERVER)
     opts = {
-        "model_file": str(model_file.absolute()),
-        "model_name": model_name,
+        "models": {name: str(path.absolute()) for name, path in models.items()},
         "http_port": ports[0], "grpc_port": ports[1], "metrics_port": ports[2],
         "max_batch_size": max_batch_size,
         "max_queue_delay_us": int(max_batch_time_ms * 1000),
     }
     return Launch(
-        name=f"pytriton-{model_name}",
+        name="pytriton",
         argv=(str(python.absolute()), str(workdir / "triton_server.py"), json.dumps(opts)),
-        ready_url=f"http://127.0.0.1:{ports[0]}/v2/models/{model_name}/ready",
+        # Server-level readiness can be true before any model is bound: poll the last
+        # model's own readiness instead (models load in order).
+        ready_url=f"http://127.0.0.1:{ports[0]}/v2/models/{list(models)[-1]}/ready",
         cwd=workdir,
         ready_timeout_s=180.0,
     )

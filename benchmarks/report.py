@@ -1,0 +1,168 @@
+"""Turn measurements into Markdown tables, ratios and a PNG plot.
+
+Pure functions over ``Measurement`` records (the plot aside), so the arithmetic that ends
+up in RESULTS.md is unit-tested. Absolute numbers drift on shared machines; the ratios
+(to the in-process limit, to the null reference, to each peer) measured in the same run
+are what the targets are stated in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.loadgen import LoadResult
+
+#: A run whose error rate exceeds this is shown as failed, not as a throughput.
+MAX_ERROR_RATE = 0.0
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One (server, protocol, model, rows per request, concurrency) point."""
+
+    setup: str
+    group: str
+    protocol: str
+    model: str
+    rows: int
+    concurrency: int
+    result: LoadResult | None
+    error: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.setup} {self.protocol}"
+
+    @property
+    def scenario(self) -> tuple[str, int]:
+        return (self.model, self.rows)
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None and self.error is None and self.result.errors == 0
+
+    @property
+    def rps(self) -> float:
+        return self.result.rps if self.ok and self.result else 0.0
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rps * self.rows
+
+
+def ratio(a: float, b: float) -> str:
+    """``a/b`` as ``1.23x``, or ``-`` when either side is missing."""
+    if a <= 0 or b <= 0:
+        return "-"
+    return f"{a / b:.2f}x"
+
+
+def _num(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def status_text(m: Measurement) -> str:
+    """'ok', or why the point does not count (errors are never reported as speed)."""
+    if m.error:
+        return f"FAILED: {m.error.splitlines()[0][:80]}"
+    assert m.result is not None
+    if m.result.errors:
+        bits = []
+        if m.result.non_2xx:
+            bits.append(f"{m.result.non_2xx} non-2xx (last {m.result.last_bad_status})")
+        if m.result.socket_errors:
+            bits.append(f"{m.result.socket_errors} socket errors")
+        return "ERRORS: " + ", ".join(bits)
+    return "ok"
+
+
+def scenario_table(measurements: Sequence[Measurement], limit_rows_per_s: float | None) -> str:
+    """Markdown table for one (model, rows) scenario: every server at every concurrency."""
+    lines = [
+        "| server | protocol | c | req/s | rows/s | p50 ms | p90 ms | p99 ms | x limit | status |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for m in sorted(measurements, key=lambda m: (m.group != "reference", m.group != "infergate", m.setup, m.protocol, m.concurrency)):
+        r = m.result
+        if m.ok and r is not None:
+            # The null reference computes nothing: a ratio to the model's limit means nothing.
+            to_limit = "-" if m.group == "reference" else ratio(m.rows_per_s, limit_rows_per_s or 0.0)
+            cells = [_num(r.rps), _num(m.rows_per_s), f"{r.p50_ms:.2f}", f"{r.p90_ms:.2f}", f"{r.p99_ms:.2f}", to_limit]
+        else:
+            cells = ["-"] * 6
+        lines.append(f"| {m.setup} | {m.protocol} | {m.concurrency} | " + " | ".join(cells) + f" | {status_text(m)} |")
+    return "\n".join(lines)
+
+
+def best_by_setup(measurements: Iterable[Measurement], concurrency: int) -> dict[str, Measurement]:
+    """Per label, the point at ``concurrency`` (only points that count)."""
+    return {m.label: m for m in measurements if m.concurrency == concurrency and m.ok}
+
+
+def comparison_table(measurements: Sequence[Measurement], concurrency: int, limit_rows_per_s: float | None) -> str:
+    """Each infergate row against the reference, the limit and every peer, at one concurrency.
+
+    A cell reads ``throughput ratio (p99 ours / p99 theirs)``: ``5.10x (0.20)`` means five
+    times the requests/s with a fifth of the p99.
+    """
+    points = best_by_setup(measurements, concurrency)
+    ours = [m for m in points.values() if m.group == "infergate"]
+    others = [m for m in points.values() if m.group in ("peer", "reference")]
+    if not ours:
+        return "_no infergate point without errors at this concurrency_"
+    others.sort(key=lambda m: (m.group != "reference", m.label))
+    head = "| infergate | req/s | rows/s | x limit | " + " | ".join(f"vs {o.label}" for o in others) + " |"
+    sep = "|---|---:|---:|---:|" + "---:|" * len(others)
+    lines = [head, sep]
+    for m in sorted(ours, key=lambda m: m.label):
+        assert m.result is not None
+        cells = [_num(m.rps), _num(m.rows_per_s), ratio(m.rows_per_s, limit_rows_per_s or 0.0)]
+        for o in others:
+            assert o.result is not None
+            p99 = m.result.p99_ms / o.result.p99_ms if o.result.p99_ms > 0 else 0.0
+            cells.append(f"{ratio(m.rps, o.rps)} ({p99:.2f})")
+        lines.append(f"| {m.label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
+    """Throughput and p99 against concurrency, one line per server, one row per scenario.
+
+    Returns False (and draws nothing) when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    scenarios = sorted({m.scenario for m in measurements})
+    if not scenarios:
+        return False
+    fig, axes = plt.subplots(len(scenarios), 2, figsize=(13, 4.2 * len(scenarios)), squeeze=False)
+    for row, (model, rows) in enumerate(scenarios):
+        points = [m for m in measurements if m.scenario == (model, rows) and m.ok]
+        labels = sorted({m.label for m in points}, key=lambda lab: (not lab.startswith("infergate"), lab))
+        for label in labels:
+            series = sorted((m for m in points if m.label == label), key=lambda m: m.concurrency)
+            xs = [m.concurrency for m in series]
+            style = "-" if label.startswith("infergate") else "--"
+            axes[row][0].plot(xs, [m.rows_per_s for m in series], style, marker="o", label=label)
+            axes[row][1].plot(xs, [m.result.p99_ms for m in series if m.result], style, marker="o", label=label)
+        for col, ylabel in enumerate(("rows/s", "p99 latency (ms)")):
+            ax = axes[row][col]
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrency (connections)")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{model}, {rows}-row requests: {ylabel}")
+            ax.grid(True, alpha=0.3)
+        axes[row][1].set_yscale("log")
+        axes[row][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
