@@ -1,6 +1,14 @@
 """infergate's scoring runtime: model repository, execution providers, micro-batching,
 entry scripts. Numpy in, numpy out; no HTTP in this package."""
 
+from scoring.config import (
+    BatchingConfig,
+    ModelConfig,
+    ScoringConfig,
+    SessionConfig,
+    VersionPolicy,
+)
+from scoring.entry_script import EntryScriptResponse, RawRequest
 from scoring.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -13,6 +21,8 @@ from scoring.errors import (
     ScoringError,
     VersionNotFound,
 )
+from scoring.model import Model
+from scoring.repository import ModelRepository
 from scoring.types import (
     DATATYPE_TO_NUMPY,
     NUMPY_TO_DATATYPE,
@@ -27,8 +37,16 @@ from scoring.types import (
 __all__ = [
     "DATATYPE_TO_NUMPY",
     "NUMPY_TO_DATATYPE",
+    "BatchingConfig",
+    "Model",
+    "ModelConfig",
+    "ModelRepository",
+    "ScoringConfig",
+    "SessionConfig",
+    "VersionPolicy",
     "ConfigError",
     "DeadlineExceeded",
+    "EntryScriptResponse",
     "InferRequest",
     "InferResult",
     "InferenceFailed",
@@ -40,6 +58,7 @@ __all__ = [
     "ModelNotReady",
     "ModelStatus",
     "Overloaded",
+    "RawRequest",
     "ScoringError",
     "TensorSpec",
     "VersionNotFound",

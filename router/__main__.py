@@ -1,0 +1,98 @@
+"""``infergate route``: run the router in front of scoring replicas.
+
+    infergate route --config router.yaml [--host 127.0.0.1] [--port 8000]
+                    [--admin-port 8002] [--state-dir DIR]
+
+An invalid config exits with status 2 and the field error on stderr. SIGTERM and SIGINT stop
+both ports gracefully (in-flight requests drain); SIGHUP reloads the config file (an invalid
+file is logged and the running config kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from router.app import RouterServer
+from router.config import RouterConfig, load_config
+from router.lifespan import RouterRuntime
+from router.logs import configure_logging
+from router.tracing import configure_tracing
+from scoring import ConfigError
+
+log = logging.getLogger("infergate.router")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infergate route", description="Run the infergate router.")
+    parser.add_argument("--config", type=Path, required=True, help="router config, YAML or JSON")
+    parser.add_argument("--host", default="127.0.0.1", help="address for both ports (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="scoring port (default 8000)")
+    parser.add_argument("--admin-port", type=int, default=8002, help="admin API and /metrics port (default 8002)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(".infergate"), help="keys, token secrets, admin token (default .infergate)"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> None:
+    runtime = RouterRuntime(config, args.state_dir)
+    server = RouterServer(runtime, args.host, args.port, args.admin_port, tracing=tracing)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
+    loop.add_signal_handler(signal.SIGINT, server.request_stop)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def reload() -> None:
+        task = loop.create_task(runtime.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    log.info(
+        "router ready",
+        extra={"port": server.port, "admin_port": server.admin_port, "endpoints": len(config.endpoints)},
+    )
+    try:
+        await server.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+    log.info("router stopped")
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"infergate route: invalid config {args.config}: {exc}", file=sys.stderr)
+        return 2
+    tracing = configure_tracing(os.environ)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # uvloop is not built for every platform
+        runner = asyncio.run
+    try:
+        runner(run(config, args, tracing))
+    except OSError as exc:  # a port in use, an unwritable state dir
+        print(f"infergate route: {exc}", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"infergate route: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,113 @@
+"""Assembles the router: the runtime, the proxy app on the scoring port, the admin app on its own
+port, one uvicorn server for each, in one event loop.
+
+``RouterServer`` binds both sockets itself (so a port in use is an ``OSError`` here, not an exit
+inside uvicorn, and port 0 works: the real ports are read back), starts, and stops: stop
+accepting, drain in-flight requests with a deadline, then close the pooled client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+
+from router.admin import build_admin_app
+from router.lifespan import RouterRuntime
+from router.routes import ProxyApp
+
+DRAIN_TIMEOUT_S = 30
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the router installs one set for both servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto=IPPROTO_TCP: asyncio sets TCP_NODELAY on accepted sockets only when the listening
+    # socket says TCP explicitly; without it every small answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class RouterServer:
+    """The router's two listeners around one ``RouterRuntime``."""
+
+    def __init__(
+        self,
+        runtime: RouterRuntime,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        admin_port: int = 8002,
+        *,
+        admin_host: str | None = None,
+        tracing: bool = False,
+        rng: random.Random | None = None,
+        drain_timeout_s: int = DRAIN_TIMEOUT_S,
+    ) -> None:
+        self.runtime = runtime
+        self.proxy = ProxyApp(runtime, tracing=tracing, rng=rng)
+        self.admin = build_admin_app(runtime)
+        self._sockets = [bind(host, port), bind(admin_host or host, admin_port)]
+        self.port = self._sockets[0].getsockname()[1]
+        self.admin_port = self._sockets[1].getsockname()[1]
+        common = {
+            "lifespan": "off",
+            "access_log": False,
+            "log_config": None,
+            "timeout_graceful_shutdown": drain_timeout_s,
+            "timeout_keep_alive": 75,  # longer than typical client pools' idle timeouts
+            # The router is the edge that appends to X-Forwarded-For; it must see the real peer.
+            "proxy_headers": False,
+        }
+        self._servers = [
+            # No Server or Date header of our own: the upstream's pass through.
+            _Server(uvicorn.Config(self.proxy, http="httptools", server_header=False, date_header=False, **common)),  # type: ignore[arg-type]
+            _Server(uvicorn.Config(self.admin, **common)),  # type: ignore[arg-type]
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await self.runtime.start()
+        for server, sock in zip(self._servers, self._sockets, strict=True):
+            self._tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+        while not all(s.started for s in self._servers):
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # a startup failure: raise it here
+                    raise RuntimeError("router server stopped during start-up")
+            await asyncio.sleep(0.01)
+
+    def request_stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+
+    async def wait(self) -> None:
+        """Until both servers stop (``request_stop``), then close the runtime."""
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.runtime.close()
+            for sock in self._sockets:
+                sock.close()
+
+    async def stop(self) -> None:
+        self.request_stop()
+        await self.wait()

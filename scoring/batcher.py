@@ -1,0 +1,305 @@
+"""Dynamic micro-batcher: one bounded queue and one collector task per model version.
+
+A batch closes when ``max_batch_size`` rows of compatible requests are queued (or the
+largest of ``preferred_batch_sizes``), or ``max_queue_delay_ms`` after its oldest request
+arrived (``time.monotonic``). It is concatenated along axis 0 and run as ONE runner call;
+up to ``instance_count`` batches run at once. The collector only forms a batch once an
+instance is free, so under load batches grow by themselves while the instances are busy.
+
+- Requests whose non-batch dims or dtypes differ never share a batch (``batch_key``).
+- The queue holds at most ``max_queue_size`` requests; past it ``submit`` raises
+  ``Overloaded`` at once, so memory stays bounded under any load.
+- A request whose deadline (or ``queue_timeout_ms``) passes while queued is answered
+  with ``DeadlineExceeded`` at that moment and never computed.
+- A batch whose run raises fails only its own requests; the collector keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+
+from scoring.batching import Arrays, BatchKey, batch_key, merge, split
+from scoring.config import BatchingConfig
+from scoring.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, Overloaded, ScoringError
+from scoring.types import InferResult
+
+log = logging.getLogger("infergate.scoring")
+
+RunFn = Callable[[Arrays, Sequence[str] | None], Awaitable[Arrays]]
+Clock = Callable[[], float]
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: Arrays
+    outputs: tuple[str, ...] | None
+    rows: int
+    key: BatchKey
+    arrived: float
+    deadline: float | None
+    future: asyncio.Future[InferResult]
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+
+def time_to_close(oldest_arrived: float, rows: int, now: float, delay_s: float, target_rows: int) -> float | None:
+    """When the batch headed by the oldest request closes: None (full) when ``rows``
+    (queued rows compatible with it) reach ``target_rows``; else the seconds left of its
+    delay, counted from when the OLDEST request arrived (<= 0: close now)."""
+    if rows >= target_rows:
+        return None
+    return oldest_arrived + delay_s - now
+
+
+class Batcher:
+    """Queue requests for one model version and run them in batches through ``run``."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        config: BatchingConfig,
+        instance_count: int = 1,
+        label: str = "model",
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self._run = run
+        self.config = config
+        self.instance_count = instance_count
+        self.label = label
+        self._clock = clock
+        self._delay_s = config.max_queue_delay_ms / 1000.0
+        self._target = max(config.preferred_batch_sizes, default=config.max_batch_size)
+        self._queue: deque[_Pending] = deque()
+        self._key_rows: dict[BatchKey, int] = {}
+        self._closing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._collector: asyncio.Task[None] | None = None
+        # Created in start(), inside the running loop (loop-bound objects).
+        self._wakeup: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> None:
+        """Start the collector task; call from inside the event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.instance_count)
+        self._collector = self._loop.create_task(self._collect(), name=f"batcher {self.label}")
+
+    def queue_depth(self) -> int:
+        """Requests queued and not yet dispatched."""
+        return len(self._queue)
+
+    async def submit(
+        self,
+        inputs: Arrays,
+        outputs: tuple[str, ...] | None,
+        rows: int,
+        deadline: float | None = None,
+    ) -> InferResult:
+        """Queue one (already validated) request of ``rows`` rows; wait for its result."""
+        if self._loop is None or self._wakeup is None:
+            raise RuntimeError("Batcher.start() was not called")
+        if self._closing:
+            raise ModelNotReady(self.label, None, "unloading")
+        if len(self._queue) >= self.config.max_queue_size:
+            raise Overloaded(
+                f"{self.label}: {len(self._queue)} requests queued (max_queue_size); try again later",
+                retry_after_s=1.0,
+            )
+        now = self._clock()
+        if self.config.queue_timeout_ms is not None:
+            timeout_at = now + self.config.queue_timeout_ms / 1000.0
+            deadline = timeout_at if deadline is None else min(deadline, timeout_at)
+        key = batch_key(inputs)
+        item = _Pending(inputs, outputs, rows, key, now, deadline, self._loop.create_future())
+        if deadline is not None:
+            item.timer = self._loop.call_later(max(0.0, deadline - now), self._expire, item)
+        self._queue.append(item)
+        self._key_rows[key] = self._key_rows.get(key, 0) + rows
+        self._wakeup.set()
+        try:
+            return await item.future
+        except asyncio.CancelledError:
+            # The caller went away (client disconnected): do not compute it.
+            self._discard(item)
+            raise
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stop taking requests; dispatch what is queued at once and wait for it (bounded).
+
+        Whatever is still queued or computing after ``timeout_s`` fails with ModelNotReady.
+        """
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
+        pending = [t for t in [self._collector, *self._tasks] if t is not None]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=timeout_s)
+            for task in still:
+                task.cancel()
+        while self._queue:
+            item = self._queue.popleft()
+            self._fail(item, ModelNotReady(self.label, None, "unloaded before it was computed"))
+        self._key_rows.clear()
+
+    # ------------------------------------------------------------------ internals
+
+    def _discard(self, item: _Pending) -> None:
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return  # already dispatched
+        self._forget(item)
+
+    def _forget(self, item: _Pending) -> None:
+        left = self._key_rows[item.key] - item.rows
+        if left:
+            self._key_rows[item.key] = left
+        else:
+            del self._key_rows[item.key]
+        if item.timer is not None:
+            item.timer.cancel()
+
+    def _expire(self, item: _Pending) -> None:
+        """Timer callback: the request's deadline passed while it was still queued."""
+        try:
+            self._queue.remove(item)
+        except ValueError:
+            return  # dispatched already: it is being computed, let it finish
+        self._forget(item)
+        self._fail(item, DeadlineExceeded(f"{self.label}: deadline passed while queued"))
+
+    @staticmethod
+    def _fail(item: _Pending, exc: BaseException) -> None:
+        if item.timer is not None:
+            item.timer.cancel()
+        if not item.future.done():
+            item.future.set_exception(exc)
+
+    async def _collect(self) -> None:
+        assert self._wakeup is not None and self._slots is not None and self._loop is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            await self._slots.acquire()
+            try:
+                limit = await self._wait_for_batch()
+                batch = self._take(limit)
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                continue
+            task = self._loop.create_task(self._execute(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_batch(self) -> int:
+        """Wait until the head request's batch is full or its delay is over; return the
+        row limit for the batch to take."""
+        assert self._wakeup is not None and self._loop is not None
+        while self._queue and not self._closing:
+            head = self._queue[0]
+            wait_s = time_to_close(
+                head.arrived, self._key_rows.get(head.key, 0), self._clock(), self._delay_s, self._target
+            )
+            if wait_s is None:
+                return self._target
+            if wait_s <= 0:
+                break
+            self._wakeup.clear()
+            timer = self._loop.call_later(wait_s, self._wakeup.set)
+            try:
+                await self._wakeup.wait()  # a new arrival, or the delay is over
+            finally:
+                timer.cancel()
+        return self.config.max_batch_size
+
+    def _take(self, limit: int) -> list[_Pending]:
+        """Take the head request and the compatible ones after it, oldest first, up to
+        ``limit`` rows (a larger single request goes alone). Expired ones are answered."""
+        now = self._clock()
+        batch: list[_Pending] = []
+        rows = 0
+        key: BatchKey | None = None
+        keep: deque[_Pending] = deque()
+        queue = self._queue
+        while queue:
+            item = queue.popleft()
+            if item.future.done():  # cancelled by its caller
+                self._forget(item)
+                continue
+            if item.deadline is not None and now >= item.deadline:
+                self._forget(item)
+                self._fail(item, DeadlineExceeded(f"{self.label}: deadline passed while queued"))
+                continue
+            if key is None:
+                key = item.key
+            if item.key != key or (batch and rows + item.rows > limit):
+                keep.append(item)
+                if rows >= limit:
+                    break
+                continue
+            batch.append(item)
+            rows += item.rows
+            self._forget(item)
+            if rows >= limit:
+                break
+        if keep:
+            keep.extend(queue)
+            self._queue = keep
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        assert self._slots is not None
+        started = self._clock()
+        try:
+            rows = [item.rows for item in batch]
+            wanted: set[str] | None = set()
+            for item in batch:
+                if item.outputs is None:
+                    wanted = None
+                    break
+                assert wanted is not None
+                wanted.update(item.outputs)
+            names = None if wanted is None else sorted(wanted)
+            try:
+                outputs = await self._run(merge([item.inputs for item in batch]), names)
+                done = self._clock()
+                pieces = split(outputs, rows, self.label)
+            except ScoringError as exc:
+                for item in batch:
+                    self._fail(item, exc)
+                return
+            except Exception as exc:  # a runner that does not translate its errors
+                log.exception("%s: batch of %d rows failed", self.label, sum(rows))
+                failure = InferenceFailed(f"{self.label}: {exc}")
+                failure.__cause__ = exc
+                for item in batch:
+                    self._fail(item, failure)
+                return
+            total = sum(rows)
+            for item, piece in zip(batch, pieces, strict=True):
+                if item.future.done():
+                    continue
+                if item.outputs is not None:
+                    piece = {name: piece[name] for name in item.outputs}
+                item.future.set_result(
+                    InferResult(piece, queue_s=started - item.arrived, compute_s=done - started, batch_rows=total)
+                )
+        finally:
+            self._slots.release()
+
+
+__all__ = ["Batcher"]

@@ -1,0 +1,50 @@
+"""Merge requests along axis 0 and split a batch's outputs back (pure numpy, no asyncio)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from scoring.errors import InferenceFailed
+
+Arrays = dict[str, np.ndarray]
+# What must agree for two requests to share a batch: per input, its name, dtype and
+# every dimension after the first.
+BatchKey = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+def batch_key(inputs: Mapping[str, np.ndarray]) -> BatchKey:
+    """Requests with equal keys can be concatenated along axis 0."""
+    return tuple(sorted((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items()))
+
+
+def merge(parts: Sequence[Mapping[str, np.ndarray]]) -> Arrays:
+    """Concatenate each input along axis 0 (all parts share one ``batch_key``)."""
+    if len(parts) == 1:
+        return dict(parts[0])
+    return {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]}
+
+
+def split(outputs: Mapping[str, np.ndarray], rows: Sequence[int], label: str = "model") -> list[Arrays]:
+    """Cut every output back into per-request slices of ``rows`` rows each.
+
+    Raises InferenceFailed when an output's dim 0 is not the batch's total rows: such a
+    model cannot be batched, and guessing would hand one request another's results.
+    """
+    total = sum(rows)
+    for name, value in outputs.items():
+        if value.ndim == 0 or value.shape[0] != total:
+            got = "a scalar" if value.ndim == 0 else f"{value.shape[0]} rows"
+            raise InferenceFailed(
+                f"{label}: output '{name}' has {got} for a batch of {total} rows; "
+                "this model cannot be batched (set batching.enabled: false)"
+            )
+    if len(rows) == 1:
+        return [dict(outputs)]
+    pieces: list[Arrays] = []
+    start = 0
+    for n in rows:
+        pieces.append({name: value[start : start + n] for name, value in outputs.items()})
+        start += n
+    return pieces

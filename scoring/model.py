@@ -1,0 +1,162 @@
+"""``Model``: one loaded model version as the server sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from scoring.batcher import Batcher
+from scoring.config import ModelConfig
+from scoring.errors import DeadlineExceeded, InvalidInput, ModelNotReady, Overloaded
+from scoring.runner import Runner
+from scoring.types import InferRequest, InferResult, ModelMetadata
+from scoring.validation import validate_request
+
+if TYPE_CHECKING:
+    from scoring.entry_script import EntryScript
+
+T = TypeVar("T")
+
+
+class Model:
+    """A loaded model version: validates requests, then micro-batches them (when
+    ``metadata.batched``) or runs them one by one, at most ``instance_count`` at once.
+
+    Unbatched requests are bounded too: past ``max_queue_size`` waiting requests a
+    submission fails at once with ``Overloaded``.
+    """
+
+    def __init__(
+        self,
+        metadata: ModelMetadata,
+        config: ModelConfig,
+        runner: Runner | None = None,
+        entry: EntryScript | None = None,
+    ) -> None:
+        self.metadata = metadata
+        self.config = config
+        self.runner = runner
+        self.entry = entry
+        self._batcher: Batcher | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._waiting = 0
+        self._inflight = 0
+        self._closed = False
+        self._idle: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        """Create the loop-bound parts (queue, batcher task); call inside the event loop."""
+        self._slots = asyncio.Semaphore(self.config.instance_count)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        run = self.runner.run if self.runner is not None else self.entry.run_batch if self.entry else None
+        if self.metadata.batched and run is not None:
+            self._batcher = Batcher(
+                run,
+                self.config.batching,
+                self.config.instance_count,
+                label=str(self.metadata.id),
+            )
+            self._batcher.start()
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Stop taking requests; let queued and in-flight ones finish within ``timeout_s``."""
+        self._closed = True
+        deadline = time.monotonic() + timeout_s
+        if self._batcher is not None:
+            await self._batcher.close(timeout_s)
+        if self._idle is not None and self._inflight:
+            remaining = max(0.0, deadline - time.monotonic())
+            try:
+                await asyncio.wait_for(self._idle.wait(), remaining)
+            except TimeoutError:
+                pass
+        if self.entry is not None:
+            self.entry.close()
+
+    def queue_depth(self) -> int:
+        """Requests waiting to be computed (not counting those computing now)."""
+        if self._batcher is not None:
+            return self._batcher.queue_depth()
+        return self._waiting
+
+    async def infer(self, request: InferRequest) -> InferResult:
+        """Validate, then compute. Raises InvalidInput, Overloaded, DeadlineExceeded,
+        ModelNotReady (closing) or InferenceFailed."""
+        md = self.metadata
+        if self.runner is None:
+            raise InvalidInput("this model is an entry script; post its raw body instead", field="model")
+        rows = validate_request(request, md.inputs, md.outputs, md.batched)
+        if self._closed:
+            raise ModelNotReady(md.id.name, md.id.version, "unloading")
+        if request.deadline is not None and time.monotonic() >= request.deadline:
+            raise DeadlineExceeded(f"{md.id}: deadline passed before the request was queued")
+        if self._batcher is not None:
+            return await self._batcher.submit(request.inputs, request.outputs, rows, request.deadline)
+        return await self._run_one(request)
+
+    async def _run_one(self, request: InferRequest) -> InferResult:
+        assert self.runner is not None
+        runner = self.runner
+        arrived = time.monotonic()
+        outputs, started, done = await self._bounded(
+            lambda: runner.run(request.inputs, request.outputs), request.deadline
+        )
+        return InferResult(outputs, queue_s=started - arrived, compute_s=done - started, batch_rows=_rows(request))
+
+    async def _bounded(self, call: Callable[[], Awaitable[T]], deadline: float | None = None) -> tuple[T, float, float]:
+        """Run ``call`` when one of the ``instance_count`` slots is free; at most
+        ``max_queue_size`` callers wait for one (beyond: Overloaded at once)."""
+        assert self._slots is not None and self._idle is not None
+        md = self.metadata
+        if self._waiting >= self.config.batching.max_queue_size:
+            raise Overloaded(f"{md.id}: {self._waiting} requests waiting; try again later")
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        self._inflight += 1
+        self._idle.clear()
+        try:
+            started = time.monotonic()
+            if deadline is not None and started >= deadline:
+                raise DeadlineExceeded(f"{md.id}: deadline passed while queued")
+            result = await call()
+            return result, started, time.monotonic()
+        finally:
+            self._slots.release()
+            self._inflight -= 1
+            if not self._inflight:
+                self._idle.set()
+
+    async def run_entry_script(self, body: bytes, request: object | None = None) -> object:
+        """AzureML ``run()`` semantics (see ``scoring/entry_script.py``): returns a
+        JSON-serializable value or an ``EntryScriptResponse``. Raises InferenceFailed
+        (the script raised), InvalidInput (schema parameters), Overloaded."""
+        entry = self.entry
+        if entry is None:
+            raise InvalidInput("this model is not an entry script; use the inference protocol", field="model")
+        if self._closed:
+            raise ModelNotReady(self.metadata.id.name, self.metadata.id.version, "unloading")
+        if self._batcher is not None and (request is None or entry.run_fn is None):
+            bodies = np.empty(1, dtype=object)
+            bodies[0] = body
+            result = await self._batcher.submit({"body": bodies}, None, 1)
+            return result.outputs["result"][0]
+        value, _, _ = await self._bounded(lambda: entry.call(body, request))
+        return value
+
+
+def _rows(request: InferRequest) -> int:
+    for array in request.inputs.values():
+        shape: Any = getattr(array, "shape", ())
+        return int(shape[0]) if shape else 1
+    return 0
+
+
+__all__ = ["Model"]

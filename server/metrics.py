@@ -1,0 +1,244 @@
+"""Prometheus metrics, on a registry passed in (a fresh one per app, per test).
+
+Request counters and histograms are recorded by the request middleware; batch size
+comes from ``InferResult.batch_rows``; queue depth and model readiness are read from the
+repository at scrape time by a custom collector, so they cost nothing per request.
+
+With ``--workers`` > 1 every process writes its samples to files in the directory named
+by ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by
+``server.__main__`` before the workers start) and ``/metrics`` merges all of them.
+The scrape-time gauges cannot be read from another process, so in that mode each worker
+copies its queue depth and readiness into multiprocess gauges once a second
+(``MultiprocessGaugeUpdater``); counters and histograms are exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from scoring import ModelStatus
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Seconds: 100 µs .. 60 s, dense where inference usually lands.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class RepositoryView:
+    """What the collector needs from the running server: the repository, once built."""
+
+    def __init__(self) -> None:
+        self.repository: Any = None  # scoring.ModelRepository after startup
+
+
+class RepositoryCollector(Collector):
+    """infergate_queue_depth and infergate_model_ready, read from the repository when scraped."""
+
+    def __init__(self, view: RepositoryView) -> None:
+        self._view = view
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily(
+            "infergate_queue_depth",
+            "Requests waiting in a model version's batching queue.",
+            labels=["model", "version"],
+        )
+        ready = GaugeMetricFamily(
+            "infergate_model_ready",
+            "1 when the model version is loaded and serving, else 0.",
+            labels=["model", "version", "providers"],
+        )
+        for name, version, providers, is_ready, queue in read_models(self._view.repository):
+            ready.add_metric([name, version, providers], 1.0 if is_ready else 0.0)
+            if is_ready:
+                depth.add_metric([name, version], float(queue))
+        yield depth
+        yield ready
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
+def read_models(repository: Any) -> list[tuple[str, str, str, bool, int]]:
+    """(model, version, providers, ready, queue depth) for every indexed version."""
+    if repository is None:
+        return []
+    out: list[tuple[str, str, str, bool, int]] = []
+    status: ModelStatus
+    for status in repository.index():
+        version = "" if status.version is None else str(status.version)
+        providers, queue, is_ready = "", 0, status.state == "READY"
+        if is_ready and status.version is not None:
+            try:
+                model = repository.get(status.name, status.version)
+            except Exception:  # raced with an unload: report it as not ready
+                is_ready = False
+            else:
+                providers = ",".join(model.metadata.providers)
+                queue = model.queue_depth()
+        out.append((status.name, version, providers, is_ready, queue))
+    return out
+
+
+class Metrics:
+    """Every infergate_* metric of one server, on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry, view: RepositoryView | None = None) -> None:
+        self.registry = registry
+        self.view = view or RepositoryView()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
+        self.requests = Counter(
+            "infergate_requests",
+            "Inference requests answered, by model, version, protocol (v2|azureml) and status code.",
+            ["model", "version", "protocol", "code"],
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "infergate_request_duration_seconds",
+            "Time from request arrival to the end of the response, inference routes.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.queue_duration = Histogram(
+            "infergate_queue_duration_seconds",
+            "Time a request waited in the batching queue before its batch ran.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.compute_duration = Histogram(
+            "infergate_compute_duration_seconds",
+            "Time the model took to compute the batch (or request) a request rode in.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "infergate_batch_size",
+            "Rows in each executed batch (recorded by the batch's first request).",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.inflight = Gauge(
+            "infergate_inflight_requests",
+            "Inference requests being processed.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        if self.multiprocess:
+            self.mp_queue_depth = Gauge(
+                "infergate_queue_depth",
+                "Requests waiting in a model version's batching queue.",
+                ["model", "version"],
+                registry=None,
+                multiprocess_mode="livesum",
+            )
+            self.mp_model_ready = Gauge(
+                "infergate_model_ready",
+                "1 when the model version is loaded and serving in every worker, else 0.",
+                ["model", "version", "providers"],
+                registry=None,
+                multiprocess_mode="livemin",
+            )
+        else:
+            registry.register(RepositoryCollector(self.view))
+        # Label children cached: .labels() takes a lock and builds a tuple each call.
+        self._request_children: dict[tuple[str, str, str, str], tuple[Any, Any]] = {}
+        self._model_children: dict[tuple[str, str], tuple[Any, Any, Any, _RecentKeys]] = {}
+
+    def observe_request(
+        self, model: str, version: str, protocol: str, code: int, seconds: float
+    ) -> None:
+        key = (model, version, protocol, str(code))
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(*key),
+                self.request_duration.labels(model, version, protocol),
+            )
+            if len(self._request_children) < 10_000:  # bounded: model names come from clients
+                self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_result(self, model: str, version: str, result: Any) -> None:
+        """Queue and compute time of one request; the batch size once per executed batch.
+
+        Every request of a batch reports the same batch (rows and compute timing), so a
+        batch is counted when its key is first seen; ``extra["batch_id"]`` wins if given.
+        """
+        key = (model, version)
+        children = self._model_children.get(key)
+        if children is None:
+            children = (
+                self.queue_duration.labels(model, version),
+                self.compute_duration.labels(model, version),
+                self.batch_size.labels(model, version),
+                _RecentKeys(),
+            )
+            self._model_children[key] = children
+        children[0].observe(result.queue_s)
+        children[1].observe(result.compute_s)
+        rows = result.batch_rows
+        if rows > 0:
+            batch_key = result.extra.get("batch_id") if result.extra else None
+            if batch_key is None:
+                batch_key = (result.compute_s, rows)
+            if children[3].first_time(batch_key):
+                children[2].observe(rows)
+
+    def update_multiprocess_gauges(self) -> None:
+        """Copy this worker's scrape-time values into the shared files (multiprocess mode)."""
+        for name, version, providers, is_ready, queue in read_models(self.view.repository):
+            self.mp_model_ready.labels(name, version, providers).set(1.0 if is_ready else 0.0)
+            self.mp_queue_depth.labels(name, version).set(float(queue))
+
+    def exposition(self) -> bytes:
+        """The Prometheus text for /metrics (merged across workers in multiprocess mode)."""
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
+
+
+class _RecentKeys:
+    """The last few batch keys seen, to count each batch once."""
+
+    __slots__ = ("_order", "_seen")
+
+    def __init__(self, size: int = 256) -> None:
+        self._order: deque[Hashable] = deque(maxlen=size)
+        self._seen: set[Hashable] = set()
+
+    def first_time(self, key: Hashable) -> bool:
+        if key in self._seen:
+            return False
+        if len(self._order) == self._order.maxlen:
+            self._seen.discard(self._order[0])
+        self._order.append(key)
+        self._seen.add(key)
+        return True
+
+
+async def run_periodically(fn: Callable[[], None], every_s: float) -> None:
+    """Call ``fn`` every ``every_s`` seconds until cancelled (multiprocess gauge updates)."""
+    while True:
+        fn()
+        await asyncio.sleep(every_s)

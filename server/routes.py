@@ -1,0 +1,496 @@
+"""Endpoints: parse -> scoring -> render. Errors are raised and rendered by the middleware
+through the one table in ``server/errors.py``.
+
+``ROUTES`` at the bottom lists every URL the server answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import numpy as np
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from scoring import InferRequest, InvalidInput
+from server import codec, openapi
+from server.errors import (
+    AmbiguousModel,
+    BadRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    ScoringTimeout,
+    Unavailable,
+    UnsupportedMediaType,
+)
+from server.middleware import RequestInfo
+from server.state import ServerState
+
+SERVER_NAME = "infergate"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters"]
+
+_JSON = "application/json"
+_EMPTY_OK = Response(status_code=200)
+
+
+def _state(request: Request) -> ServerState:
+    server: ServerState = request.scope["state"]["server"]
+    return server
+
+
+def _info(request: Request) -> RequestInfo:
+    info: RequestInfo = request.scope["infergate"]
+    return info
+
+
+def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(codec.dumps(value), status_code=status, media_type=_JSON, headers=headers)
+
+
+def _version(text: str | None) -> int | None:
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or len(text) > 18:
+        raise InvalidInput(f"version: must be a positive integer, got '{text}'", field="version")
+    return int(text)
+
+
+def _media_type(request: Request) -> str:
+    content_type = request.headers.get("content-type")
+    if content_type is None:
+        return ""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _check_json_body(request: Request, allow_binary: bool) -> None:
+    """JSON with or without a JSON content type (tritonclient sends none)."""
+    media = _media_type(request)
+    if media in ("", _JSON, "text/plain") or (media.startswith("application/") and media.endswith("+json")):
+        return
+    if allow_binary and media == "application/octet-stream":
+        return
+    expected = "application/json" + (" or application/octet-stream" if allow_binary else "")
+    raise UnsupportedMediaType(f"Content-Type: expected {expected}, got '{media}'")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refusing (413) past ``limit`` bytes before buffering it whole."""
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
+        if chunk:
+            chunks.append(chunk)
+    if len(chunks) == 1:
+        return chunks[0]
+    return b"".join(chunks)
+
+
+async def _scored(server: ServerState, info: RequestInfo, awaitable: Any) -> Any:
+    """Await scoring within the request's --scoring-timeout-ms (counted from arrival)."""
+    timeout_s = server.config.scoring_timeout_ms / 1000.0
+    remaining = timeout_s - (time.perf_counter() - info.started)
+    try:
+        async with asyncio.timeout(max(remaining, 0.0)):
+            return await awaitable
+    except TimeoutError:
+        raise ScoringTimeout(
+            f"scoring took longer than {server.config.scoring_timeout_ms} ms"
+        ) from None
+
+
+def _deadline(server: ServerState, info: RequestInfo) -> float:
+    # perf_counter and monotonic share a clock on Linux, but compute from monotonic to be exact.
+    waited = time.perf_counter() - info.started
+    return time.monotonic() - waited + server.config.scoring_timeout_ms / 1000.0
+
+
+# --------------------------------------------------------------------------- health
+
+
+async def live(request: Request) -> Response:
+    return _EMPTY_OK
+
+
+async def ready(request: Request) -> Response:
+    server = _state(request)
+    if server.lifecycle.draining:
+        raise Unavailable("server is shutting down")
+    if server.repository is None or not server.repository.ready():
+        raise Unavailable("models are still loading (or failed: see /v2/repository/index)")
+    return _EMPTY_OK
+
+
+async def server_metadata(request: Request) -> Response:
+    return _json({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS})
+
+
+async def azureml_health(request: Request) -> Response:
+    return PlainTextResponse("Healthy")
+
+
+async def metrics(request: Request) -> Response:
+    body = _state(request).metrics.exposition()
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# --------------------------------------------------------------------------- v2 models
+
+
+async def model_metadata(request: Request) -> Response:
+    server = _state(request)
+    name = request.path_params["model"]
+    version_text = request.path_params.get("version")
+    model = server.repository.get(name, _version(version_text))
+    md = model.metadata
+    if version_text:
+        versions = [str(md.id.version)]
+    else:
+        versions = sorted(
+            {
+                str(s.version)
+                for s in server.repository.index()
+                if s.name == name and s.state == "READY" and s.version is not None
+            },
+            key=int,
+        )
+    return _json(
+        {
+            "name": md.id.name,
+            "versions": versions,
+            "platform": md.platform,
+            "inputs": codec.tensor_specs(md.inputs),
+            "outputs": codec.tensor_specs(md.outputs),
+            "parameters": {
+                "providers": list(md.providers),
+                "batched": md.batched,
+                "max_batch_size": md.max_batch_size,
+            },
+            "providers": list(md.providers),
+        }
+    )
+
+
+async def model_ready(request: Request) -> Response:
+    server = _state(request)
+    server.repository.get(request.path_params["model"], _version(request.path_params.get("version")))
+    return _EMPTY_OK
+
+
+async def infer(request: Request) -> Response:
+    server = _state(request)
+    info = _info(request)
+    name: str = request.path_params["model"]
+    version_text: str | None = request.path_params.get("version")
+    info.model, info.version, info.protocol = name, version_text or "", "v2"
+    server.metrics.inflight.inc()  # the middleware decrements (info.model is set)
+
+    model = server.repository.get(name, _version(version_text))
+    md = model.metadata
+    info.version = version = str(md.id.version)
+    _check_json_body(request, allow_binary=True)
+    header_length_text = request.headers.get("inference-header-content-length")
+    header_length: int | None = None
+    if header_length_text is not None:
+        if not header_length_text.isdigit():
+            raise InvalidInput(
+                f"Inference-Header-Content-Length: must be an integer, got '{header_length_text}'",
+                field="Inference-Header-Content-Length",
+            )
+        header_length = int(header_length_text)
+    body = await read_body(request, server.config.max_request_bytes)
+    decoded = codec.decode_infer_request(body, header_length)
+
+    started_ns = time.time_ns()
+    result = await _scored(
+        server,
+        info,
+        model.infer(
+            InferRequest(decoded.inputs, decoded.outputs, _deadline(server, info), info.request_id)
+        ),
+    )
+    server.metrics.observe_result(name, version, result)
+    if info.span is not None:
+        server.tracing.record_phases(info.span, started_ns, result.queue_s, result.compute_s)
+
+    outputs = result.outputs
+    if decoded.outputs is not None:  # answer in the order asked
+        outputs = {key: outputs[key] for key in decoded.outputs if key in outputs}
+    payload, header_len = codec.encode_infer_response(
+        md.id.name, version, decoded.id, outputs, decoded.binary_outputs, decoded.binary_default
+    )
+    if header_len is None:
+        return Response(payload, media_type=_JSON)
+    return Response(
+        payload,
+        media_type="application/octet-stream",
+        headers={"inference-header-content-length": str(header_len)},
+    )
+
+
+# --------------------------------------------------------------------------- repository
+
+
+async def repository_index(request: Request) -> Response:
+    server = _state(request)
+    body = await read_body(request, server.config.max_request_bytes)
+    only_ready = False
+    if body.strip():
+        doc = codec.loads(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput("body: must be a JSON object", field="body")
+        only_ready = doc.get("ready", False)
+        if not isinstance(only_ready, bool):
+            raise InvalidInput("ready: must be true or false", field="ready")
+    rows = []
+    for status in server.repository.index():
+        if only_ready and status.state != "READY":
+            continue
+        row: dict[str, Any] = {"name": status.name, "state": status.state, "reason": status.reason}
+        if status.version is not None:
+            row["version"] = str(status.version)
+        rows.append(row)
+    return _json(rows)
+
+
+async def _repository_body(request: Request, server: ServerState) -> None:
+    body = await read_body(request, server.config.max_request_bytes)
+    if body.strip():  # tritonclient sends {"parameters": {...}}; accepted, not needed
+        doc = codec.loads(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput("body: must be a JSON object", field="body")
+
+
+async def repository_load(request: Request) -> Response:
+    server = _state(request)
+    await _repository_body(request, server)
+    await server.repository.load(request.path_params["model"])
+    return _EMPTY_OK
+
+
+async def repository_unload(request: Request) -> Response:
+    server = _state(request)
+    await _repository_body(request, server)
+    await server.repository.unload(request.path_params["model"])
+    return _EMPTY_OK
+
+
+# --------------------------------------------------------------------------- AzureML /score
+
+
+def score_model_name(server: ServerState) -> str:
+    """--score-model, or the repository's only model; 400 when that is ambiguous."""
+    if server.config.score_model:
+        return server.config.score_model
+    names = server.repository.model_names()
+    if len(names) == 1:
+        return str(names[0])
+    if not names:
+        raise AmbiguousModel("/score: the repository has no model")
+    raise AmbiguousModel(
+        f"/score: the repository has several models ({', '.join(sorted(names))}); "
+        "start the server with --score-model NAME, or use /v2/models/NAME/infer"
+    )
+
+
+def _query_input(request: Request) -> dict[str, Any]:
+    """GET /score?k=v: values parsed as JSON when they are JSON (as AzureML does)."""
+    out: dict[str, Any] = {}
+    for key in request.query_params.keys():
+        values = [_maybe_json(v) for v in request.query_params.getlist(key)]
+        out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+def _maybe_json(text: str) -> Any:
+    try:
+        return codec.loads(text.encode())
+    except InvalidInput:
+        return text
+
+
+def _check_request_ids(info: RequestInfo) -> None:
+    ids = info.header_ids
+    if len(ids) == 2 and ids[b"x-ms-request-id"] != ids[b"x-request-id"]:
+        raise BadRequest(
+            "x-request-id and x-ms-request-id header values should be the same "
+            "(if you are sending both in the request)"
+        )
+
+
+async def score(request: Request) -> Response:
+    server = _state(request)
+    info = _info(request)
+    info.protocol = "azureml"
+    _check_request_ids(info)
+    name = score_model_name(server)
+    info.model, info.version = name, ""
+    server.metrics.inflight.inc()  # the middleware decrements (info.model is set)
+    model = server.repository.get(name)
+    md = model.metadata
+    info.version = str(md.id.version)
+    method = request.method
+
+    if md.entry_script:
+        if method == "GET":
+            body = codec.dumps(_query_input(request))
+        else:
+            body = await read_body(request, server.config.max_request_bytes)
+        started = time.perf_counter()
+        try:
+            output = await _scored(
+                server, info, model.run_entry_script(body, _raw_request(request, body))
+            )
+        finally:
+            info.exec_ms = (time.perf_counter() - started) * 1000.0
+        return _azureml_response(output)
+
+    if method == "OPTIONS":
+        raise MethodNotAllowed("Method not allowed", allow="GET, POST")
+    if method == "GET":
+        doc: Any = _query_input(request)
+    else:
+        media = _media_type(request)
+        if media not in ("", _JSON, "text/plain") and not media.endswith("+json"):
+            raise UnsupportedMediaType("Expects Content-Type to be application/json")
+        doc = codec.loads(await read_body(request, server.config.max_request_bytes))
+    inputs = _score_inputs(doc, md)
+    started = time.perf_counter()
+    started_ns = time.time_ns()
+    try:
+        result = await _scored(
+            server,
+            info,
+            model.infer(InferRequest(inputs, None, _deadline(server, info), info.request_id)),
+        )
+    finally:
+        info.exec_ms = (time.perf_counter() - started) * 1000.0
+    server.metrics.observe_result(name, info.version, result)
+    if info.span is not None:
+        server.tracing.record_phases(info.span, started_ns, result.queue_s, result.compute_s)
+    outputs = result.outputs
+    if len(outputs) == 1:
+        return _json(next(iter(outputs.values())))
+    return _json(outputs)
+
+
+def _score_inputs(doc: Any, md: Any) -> dict[str, np.ndarray]:
+    """{"data": rows} for a one-input model, or {"<input>": rows, ...}."""
+    if not isinstance(doc, dict) or not doc:
+        raise InvalidInput(
+            'body: expected {"data": [...]} or {"<input name>": [...], ...}', field="body"
+        )
+    specs = {spec.name: spec for spec in md.inputs}
+    items: list[tuple[str, str, Any]] = []  # (field as sent, input name, value)
+    if "data" in doc and "data" not in specs:
+        if len(md.inputs) != 1:
+            raise InvalidInput(
+                f"data: the model has {len(md.inputs)} inputs ({', '.join(specs)}); "
+                "send them by name",
+                field="data",
+            )
+        items.append(("data", md.inputs[0].name, doc["data"]))
+    else:
+        items = [(key, key, value) for key, value in doc.items()]
+    inputs: dict[str, np.ndarray] = {}
+    for field, key, value in items:
+        spec = specs.get(key)
+        if spec is None:
+            raise InvalidInput(
+                f"{key}: the model has no input '{key}' (inputs: {', '.join(specs)})", field=key
+            )
+        arr = codec.array_from_json(value, spec.datatype, None, field)
+        if arr.ndim == len(spec.shape) - 1:  # a single row without its batch dimension
+            arr = arr[np.newaxis, ...]
+        inputs[key] = arr
+    return inputs
+
+
+def _azureml_response(output: Any) -> Response:
+    """What AzureML's server answers for run()'s return value."""
+    if isinstance(output, Response):
+        return output
+    status = getattr(output, "status_code", None)
+    if isinstance(status, int) and hasattr(output, "body"):  # a response-like object
+        headers = dict(getattr(output, "headers", None) or {})
+        body = output.body
+        if not isinstance(body, (bytes, str)):
+            body = codec.dumps(body)
+        return Response(body, status_code=status, headers=headers)
+    headers = {}
+    body = output
+    if isinstance(output, dict) and ("aml_response_headers" in output or "aml_response_body" in output):
+        headers = {str(k): str(v) for k, v in (output.get("aml_response_headers") or {}).items()}
+        body = output.get("aml_response_body")
+    return Response(codec.dumps(body), media_type=_JSON, headers=headers)
+
+
+class RawRequest:
+    """The request as a ``@rawhttp`` run(request) sees it (a small Flask-like surface)."""
+
+    def __init__(self, request: Request, body: bytes) -> None:
+        self.method = request.method
+        self.path = request.url.path
+        self.url = str(request.url)
+        self.headers = dict(request.headers)
+        self.args = dict(request.query_params)
+        self.query_string = request.url.query.encode()
+        self.data = body
+        self.content_type = request.headers.get("content-type")
+
+    def get_data(self, as_text: bool = False) -> bytes | str:
+        return self.data.decode() if as_text else self.data
+
+    def get_json(self) -> Any:
+        return codec.loads(self.data)
+
+    @property
+    def json(self) -> Any:
+        return self.get_json()
+
+
+def _raw_request(request: Request, body: bytes) -> RawRequest:
+    return RawRequest(request, body)
+
+
+async def swagger(request: Request) -> Response:
+    server = _state(request)
+    version = request.query_params.get("version", "2")
+    if version not in ("2", "3"):
+        raise InvalidInput(
+            f"version: swagger version {version} is not supported (supported: 2, 3)", field="version"
+        )
+    try:
+        md = server.repository.get(score_model_name(server)).metadata
+    except Exception:  # several models, or not ready: describe the routes alone
+        md = None
+    return _json(openapi.document(md, int(version), SERVER_VERSION))
+
+
+ROUTES = [
+    Route("/v2/health/live", live, methods=["GET"]),
+    Route("/v2/health/ready", ready, methods=["GET"]),
+    Route("/v2", server_metadata, methods=["GET"]),
+    Route("/v2/models/{model}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
+    Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
+    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
+    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
+    Route("/v2/repository/index", repository_index, methods=["POST"]),
+    Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
+    Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
+    Route("/", azureml_health, methods=["GET"]),
+    Route("/score", score, methods=["GET", "POST", "OPTIONS"]),
+    Route("/swagger.json", swagger, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

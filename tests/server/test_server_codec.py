@@ -1,0 +1,192 @@
+"""server/codec.py: v2 JSON and binary tensors <-> numpy, strict validation."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from scoring import InvalidInput
+from server import codec
+
+
+def _doc(*inputs: dict[str, Any], **extra: Any) -> bytes:
+    return orjson.dumps({"inputs": list(inputs), **extra})
+
+
+def _t(data: Any, shape: list[int], datatype: str = "FP32", name: str = "x", **kw: Any) -> dict[str, Any]:
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data, **kw}
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "expected"),
+    [
+        ("FP32", [1, 2.5, 3, 4], np.array([[1, 2.5], [3, 4]], np.float32)),
+        ("FP16", [1, 2, 3, 4], np.array([[1, 2], [3, 4]], np.float16)),
+        ("FP64", [[0.1, 0.2], [0.3, 0.4]], np.array([[0.1, 0.2], [0.3, 0.4]])),
+        ("INT64", [9223372036854775807, -1, 0, 1], np.array([[2**63 - 1, -1], [0, 1]], np.int64)),
+        ("UINT64", [18446744073709551615, 1, 0, 2], np.array([[2**64 - 1, 1], [0, 2]], np.uint64)),
+        ("INT8", [-128, 127, 0, 1], np.array([[-128, 127], [0, 1]], np.int8)),
+        ("UINT8", [[0, 255], [1, 2]], np.array([[0, 255], [1, 2]], np.uint8)),
+        ("INT32", [1, 2, 3, 4], np.array([[1, 2], [3, 4]], np.int32)),
+        ("BOOL", [True, False, True, True], np.array([[True, False], [True, True]])),
+        ("BYTES", ["a", "bé", "", "d"], np.array([[b"a", "bé".encode()], [b"", b"d"]], dtype=object)),
+    ],
+)
+def test_json_tensors_decode_row_major_flat_or_nested(datatype: str, data: Any, expected: np.ndarray) -> None:
+    decoded = codec.decode_infer_request(_doc(_t(data, [2, 2], datatype)))
+    arr = decoded.inputs["x"]
+    assert arr.dtype == expected.dtype
+    assert arr.shape == (2, 2)
+    assert arr.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    ("tensor", "field", "words"),
+    [
+        (_t([1, 2, 3], [2, 2]), "inputs[0].data", "needs 4 values, got 3"),
+        (_t([1, 2, 3, 4], [2, -2]), "inputs[0].shape", "non-negative"),
+        (_t([1, 2], "2"), "inputs[0].shape", "list"),
+        (_t([1], [True]), "inputs[0].shape", None),
+        (_t(["1", "2"], [2]), "inputs[0].data", "numbers only"),
+        (_t(None, [2], "INT64"), "inputs[0].data", "missing"),
+        (_t([1.5, 2], [2], "INT32"), "inputs[0].data", "integers only"),
+        (_t([9223372036854775808, 1], [2], "INT64"), "inputs[0].data", "INT64 range"),
+        (_t([300, 1], [2], "INT8"), "inputs[0].data", "INT8 range"),
+        (_t([-1, 1], [2], "UINT8"), "inputs[0].data", "UINT8 range"),
+        (_t([1e10, 1], [2], "FP16"), "inputs[0].data", "FP16 range"),
+        (_t([1e300, 1], [2], "FP32"), "inputs[0].data", "FP32 range"),
+        (_t([1, 0], [2], "BOOL"), "inputs[0].data", "true/false"),
+        (_t([1, 2], [2], "BYTES"), "inputs[0].data", "strings"),
+        (_t([[1, 2], [3]], [3], "FP32"), "inputs[0].data", "same length"),
+        (_t([None, 1], [2], "FP32"), "inputs[0].data", "numbers only"),
+        (_t([1, 2], [2], "FLOAT"), "inputs[0].datatype", "one of"),
+        ({"shape": [1], "datatype": "FP32", "data": [1]}, "inputs[0].name", "name"),
+        (_t(5, [1]), "inputs[0].data", "list"),
+    ],
+)
+def test_bad_tensors_name_the_field(tensor: dict[str, Any], field: str, words: str | None) -> None:
+    if tensor.get("data", 0) is None:
+        tensor = {k: v for k, v in tensor.items() if k != "data"}
+    with pytest.raises(InvalidInput) as info:
+        codec.decode_infer_request(_doc(tensor))
+    assert info.value.field == field
+    assert str(info.value).startswith(field)
+    if words:
+        assert words in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{", b"[1]", b'{"inputs": []}', b'{"inputs": {}}', b"[NaN]", b'{"inputs": [{"name":"x","shape":[1],"datatype":"FP32","data":[NaN]}]}',
+     b'{"inputs": [{"name":"x","shape":[1],"datatype":"FP32","data":[Infinity]}]}',
+     b'{"inputs": [{"name":"x","shape":[1],"datatype":"FP64","data":[1e400]}]}', b"", b"\xff\xfe"],
+)
+def test_malformed_bodies_are_invalid_input(body: bytes) -> None:
+    with pytest.raises(InvalidInput):
+        codec.decode_infer_request(body)
+
+
+def test_duplicate_inputs_and_outputs_rejected() -> None:
+    with pytest.raises(InvalidInput, match="given twice"):
+        codec.decode_infer_request(_doc(_t([1], [1]), _t([1], [1])))
+    with pytest.raises(InvalidInput, match="asked twice"):
+        codec.decode_infer_request(_doc(_t([1], [1]), outputs=[{"name": "y"}, {"name": "y"}]))
+
+
+def test_request_id_parameters_and_output_selection() -> None:
+    decoded = codec.decode_infer_request(
+        _doc(
+            _t([1], [1]),
+            id="req-7",
+            parameters={"binary_data_output": True},
+            outputs=[{"name": "a", "parameters": {"binary_data": False}}, {"name": "b"}],
+        )
+    )
+    assert decoded.id == "req-7"
+    assert decoded.outputs == ("a", "b")
+    assert decoded.binary_outputs == frozenset({"b"})
+    with pytest.raises(InvalidInput, match="parameters.binary_data_output"):
+        codec.decode_infer_request(_doc(_t([1], [1]), parameters={"binary_data_output": "yes"}))
+
+
+def _binary_request(tensors: list[tuple[dict[str, Any], bytes]]) -> tuple[bytes, int]:
+    header = orjson.dumps({"inputs": [t for t, _ in tensors]})
+    return header + b"".join(raw for _, raw in tensors), len(header)
+
+
+def test_binary_inputs_are_zero_copy_views_of_the_body() -> None:
+    x = np.arange(6, dtype=np.float16).reshape(2, 3)
+    ids = np.array([1, -2], dtype=np.int64)
+    words = [b"ab", b"", b"\xff"]
+    packed = b"".join(struct.pack("<I", len(w)) + w for w in words)
+    body, header_length = _binary_request(
+        [
+            ({"name": "x", "shape": [2, 3], "datatype": "FP16", "parameters": {"binary_data_size": x.nbytes}}, x.tobytes()),
+            ({"name": "ids", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}, ids.tobytes()),
+            ({"name": "w", "shape": [3], "datatype": "BYTES", "parameters": {"binary_data_size": len(packed)}}, packed),
+        ]
+    )
+    decoded = codec.decode_infer_request(body, header_length)
+    assert np.array_equal(decoded.inputs["x"], x)
+    assert np.shares_memory(decoded.inputs["x"], np.frombuffer(body, np.uint8))
+    assert decoded.inputs["ids"].tolist() == [1, -2]
+    assert decoded.inputs["w"].tolist() == words
+
+
+@pytest.mark.parametrize(
+    ("size", "extra", "match"),
+    [(12, b"", "needs 16 bytes"), (16, b"\x00", "not claimed"), (20, b"", "left in the body")],
+)
+def test_binary_size_mismatches_are_400(size: int, extra: bytes, match: str) -> None:
+    body, header_length = _binary_request(
+        [({"name": "x", "shape": [4], "datatype": "FP32", "parameters": {"binary_data_size": size}}, bytes(16) + extra)]
+    )
+    with pytest.raises(InvalidInput, match=match):
+        codec.decode_infer_request(body, header_length)
+
+
+def test_header_length_past_the_body_is_400() -> None:
+    with pytest.raises(InvalidInput, match="Inference-Header-Content-Length"):
+        codec.decode_infer_request(b"{}", 10)
+
+
+def test_encode_json_and_binary_outputs() -> None:
+    outputs = {
+        "y": np.array([[1.5, 2.0]], np.float32),
+        "n": np.array([3], np.int64),
+        "s": np.array([b"hi", b"yo"], dtype=object),
+    }
+    body, header_length = codec.encode_infer_response("m", "1", "id-1", outputs)
+    assert header_length is None
+    doc = orjson.loads(body)
+    assert doc["id"] == "id-1" and doc["model_version"] == "1"
+    assert doc["outputs"][0] == {"name": "y", "datatype": "FP32", "shape": [1, 2], "data": [1.5, 2.0]}
+    assert doc["outputs"][2]["data"] == ["hi", "yo"]
+
+    body, header_length = codec.encode_infer_response("m", "1", None, outputs, frozenset({"y", "s"}))
+    assert header_length is not None
+    doc = orjson.loads(body[:header_length])
+    assert "id" not in doc
+    y_size = doc["outputs"][0]["parameters"]["binary_data_size"]
+    assert y_size == 8
+    assert np.frombuffer(body[header_length : header_length + 8], np.float32).tolist() == [1.5, 2.0]
+    assert doc["outputs"][1]["data"] == [3]
+    assert body[header_length + 8 :] == struct.pack("<I", 2) + b"hi" + struct.pack("<I", 2) + b"yo"
+
+
+def test_non_utf8_bytes_output_must_be_asked_binary() -> None:
+    with pytest.raises(InvalidInput, match="binary_data"):
+        codec.encode_infer_response("m", "1", None, {"s": np.array([b"\xff"], dtype=object)})
+
+
+def test_array_from_json_without_shape_takes_the_nesting() -> None:
+    arr = codec.array_from_json([[1, 2], [3, 4]], "FP32", None, "data")
+    assert arr.shape == (2, 2) and arr.dtype == np.float32
+    words = codec.array_from_json([["a"], ["b"]], "BYTES", None, "data")
+    assert words.shape == (2, 1) and words[1, 0] == b"b"
+    with pytest.raises(InvalidInput):
+        codec.array_from_json([["a"], ["b", "c"]], "BYTES", None, "data")

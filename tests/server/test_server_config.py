@@ -1,0 +1,69 @@
+"""server/config.py: flags, INFERGATE_* variables, errors naming the option."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scoring import ConfigError
+from server.config import OPTIONS, ServerConfig, load_config
+
+
+def test_defaults_and_flags(tmp_path: Path) -> None:
+    config = load_config(["--model-repository", str(tmp_path)], environ={})
+    assert config == ServerConfig(model_repository=tmp_path)
+    assert (config.host, config.port, config.workers, config.scoring_timeout_ms) == ("127.0.0.1", 8001, 1, 60000)
+    config = load_config(
+        ["--model-repository", str(tmp_path), "--port", "0", "--drain-delay-s", "0.5", "--access-log", "true"],
+        environ={},
+    )
+    assert config.port == 0 and config.drain_delay_s == 0.5 and config.access_log is True
+
+
+def test_environment_under_flags(tmp_path: Path) -> None:
+    env = {"INFERGATE_MODEL_REPOSITORY": str(tmp_path), "INFERGATE_PORT": "9000", "INFERGATE_WORKERS": "2"}
+    config = load_config(["--port", "9100"], environ=env)
+    assert config.port == 9100 and config.workers == 2 and config.model_repository == tmp_path
+
+
+def test_every_option_has_a_flag_and_a_variable() -> None:
+    fields = set(ServerConfig.__dataclass_fields__)
+    assert {o.field for o in OPTIONS} == fields
+    assert all(o.env == "INFERGATE_" + o.field.upper() for o in OPTIONS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "names"),
+    [
+        (["--port", "http"], {}, "--port"),
+        (["--port", "70000"], {}, "--port (INFERGATE_PORT)"),
+        ([], {"INFERGATE_WORKERS": "many"}, "INFERGATE_WORKERS"),
+        (["--workers", "0"], {}, "--workers"),
+        (["--scoring-timeout-ms", "-5"], {}, "--scoring-timeout-ms"),
+        (["--drain-delay-s", "nan"], {}, "--drain-delay-s"),
+        (["--access-log", "maybe"], {}, "--access-log"),
+        (["--log-level", "loud"], {}, "--log-level"),
+        (["--frobnicate", "1"], {}, "unrecognized arguments: --frobnicate"),
+    ],
+)
+def test_errors_name_the_option(tmp_path: Path, argv: list[str], env: dict[str, str], names: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(["--model-repository", str(tmp_path), *argv], environ=env)
+    assert names in str(info.value)
+
+
+def test_exactly_one_source_of_models(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="exactly one"):
+        load_config([], environ={})
+    with pytest.raises(ConfigError, match="exactly one"):
+        load_config(["--model-repository", str(tmp_path), "--entry-script", "s.py"], environ={})
+    with pytest.raises(ConfigError, match="--model-dir"):
+        load_config(["--model-repository", str(tmp_path), "--model-dir", str(tmp_path)], environ={})
+
+
+def test_check_paths_names_the_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="--model-repository .*no such directory.*nope"):
+        load_config(["--model-repository", str(tmp_path / "nope")], environ={}).check_paths()
+    with pytest.raises(ConfigError, match="--entry-script .*no such file"):
+        load_config(["--entry-script", str(tmp_path / "score.py")], environ={}).check_paths()
