@@ -113,7 +113,10 @@ def _v2_urls(base: str, model: str, protocols: tuple[Protocol, ...]) -> dict[Pro
 def _infergate_launch(setup: Setup, model: ModelInfo, workdir: Path, batching: bool) -> tuple[Launch, int]:
     repo = write_repository(workdir / "repository", model, batching)
     port = free_port()
-    argv = [*infergate_command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1", "--port", str(port)]
+    # --drain-delay-s 0: the benchmark stops servers between runs and has no load balancer
+    # to tell; everything else is infergate's default.
+    argv = [*infergate_command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
+            "--port", str(port), "--drain-delay-s", "0"]
     if setup.workers > 1:
         argv += ["--workers", str(setup.workers)]
     launch = Launch(
