@@ -110,17 +110,17 @@ def _v2_urls(base: str, model: str, protocols: tuple[Protocol, ...]) -> dict[Pro
     return urls
 
 
-def _infergate_launch(setup: Setup, model: ModelInfo, workdir: Path, batching: bool) -> tuple[Launch, int]:
-    repo = write_repository(workdir / "repository", model, batching)
+def infergate_launch(name: str, repo: Path, workers: int = 1) -> tuple[Launch, int]:
+    """``infergate serve`` on ``repo`` at a free loopback port: (launch, port)."""
     port = free_port()
     # --drain-delay-s 0: the benchmark stops servers between runs and has no load balancer
     # to tell; everything else is infergate's default.
     argv = [*infergate_command(), "serve", "--model-repository", str(repo), "--host", "127.0.0.1",
             "--port", str(port), "--drain-delay-s", "0"]
-    if setup.workers > 1:
-        argv += ["--workers", str(setup.workers)]
+    if workers > 1:
+        argv += ["--workers", str(workers)]
     launch = Launch(
-        name=f"{setup.name}-{model.name}",
+        name=name,
         argv=tuple(argv),
         ready_url=f"http://127.0.0.1:{port}/v2/health/ready",
     )
@@ -130,11 +130,13 @@ def _infergate_launch(setup: Setup, model: ModelInfo, workdir: Path, batching: b
 ROUTER_ENDPOINT = "bench"
 
 
-def _router_launch(workdir: Path, upstream_port: int, admin_token: str) -> tuple[Launch, int, int]:
+def router_launch(workdir: Path, upstream_port: int, admin_token: str,
+                  endpoint: str = ROUTER_ENDPOINT) -> tuple[Launch, int, int]:
+    """``infergate route`` with one keyed endpoint in front of one upstream: (launch, port, admin port)."""
     port, admin_port = free_port(), free_port()
     config = {
         "endpoints": [{
-            "name": ROUTER_ENDPOINT,
+            "name": endpoint,
             "auth_enabled": True,
             # Enough slots that the router never queues in front of the batcher.
             "replica_max_concurrent_requests": 512,
@@ -146,6 +148,7 @@ def _router_launch(workdir: Path, upstream_port: int, admin_token: str) -> tuple
             }],
         }]
     }
+    workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "router.yaml"
     # JSON is valid YAML; the router accepts either.
     config_path.write_text(json.dumps(config, indent=2))
@@ -187,15 +190,17 @@ def serve(setup: Setup, model: ModelInfo, workdir: Path, log_dir: Path) -> Itera
                          checks_outputs=False, commands=(" ".join(launch.argv),))
         return
     if setup.kind == "infergate":
-        launch, port = _infergate_launch(setup, model, workdir, setup.batching)
+        repo = write_repository(workdir / "repository", model, setup.batching)
+        launch, port = infergate_launch(f"{setup.name}-{model.name}", repo, setup.workers)
         with running(launch, log_dir):
             yield Served(_v2_urls(f"http://127.0.0.1:{port}", model.name, setup.protocols),
                          commands=(" ".join(launch.argv),))
         return
     if setup.kind == "router":
-        upstream, upstream_port = _infergate_launch(setup, model, workdir, setup.batching)
+        repo = write_repository(workdir / "repository", model, setup.batching)
+        upstream, upstream_port = infergate_launch(f"{setup.name}-{model.name}", repo, setup.workers)
         token = secrets.token_urlsafe(24)
-        router, port, admin_port = _router_launch(workdir, upstream_port, token)
+        router, port, admin_port = router_launch(workdir, upstream_port, token)
         with running_all([upstream, router], log_dir):
             key = router_key(admin_port, token)
             base = f"http://127.0.0.1:{port}/api/v1/service/{ROUTER_ENDPOINT}"
