@@ -40,8 +40,6 @@ class Setup:
     protocols: tuple[Protocol, ...]
     batching: bool = True
     workers: int = 1
-    #: Rows per request this setup is measured with (None: every scenario's).
-    only_rows: tuple[int, ...] | None = None
 
     @property
     def group(self) -> str:
@@ -64,7 +62,7 @@ def default_setups(quick: bool) -> list[Setup]:
     setups = [
         Setup("null-starlette", "null", ("v2-json",)),
         Setup("infergate", "infergate", ("v2-json", "v2-binary", "score"), batching=True),
-        Setup("infergate-nobatch", "infergate", ("v2-json", "v2-binary"), batching=False),
+        Setup("infergate-nobatch", "infergate", ("v2-json",) if quick else ("v2-json", "v2-binary"), batching=False),
         Setup("infergate-router", "router", ("v2-json",) if quick else ("v2-json", "score"), batching=True),
     ]
     if not quick:
