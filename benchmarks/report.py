@@ -113,7 +113,7 @@ def comparison_table(measurements: Sequence[Measurement], concurrency: int, limi
     if not ours:
         return "_no infergate point without errors at this concurrency_"
     others.sort(key=lambda m: (m.group != "reference", m.label))
-    head = "| infergate | req/s | rows/s | x limit | " + " | ".join(f"vs {o.label}" for o in others) + " |"
+    head = "| " + " | ".join(["infergate", "req/s", "rows/s", "x limit", *(f"vs {o.label}" for o in others)]) + " |"
     sep = "|---|---:|---:|---:|" + "---:|" * len(others)
     lines = [head, sep]
     for m in sorted(ours, key=lambda m: m.label):

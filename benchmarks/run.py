@@ -216,12 +216,13 @@ def render_markdown(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
         "",
         "## In-process ONNX Runtime limit (no server)",
         "",
-        "| model | best batch | rows/s | rows/s by batch size |",
-        "|---|---:|---:|---|",
+        "| model | best batch | callers | rows/s | rows/s by batch size |",
+        "|---|---:|---:|---:|---|",
     ]
     for name, limit in limits.items():
         by_batch = ", ".join(f"{b}: {v:,.0f}" for b, v in limit.rows_per_s.items())
-        lines.append(f"| {name} | {limit.best_batch} | {limit.best_rows_per_s:,.0f} | {by_batch} |")
+        callers = (limit.callers or {}).get(limit.best_batch, 1)
+        lines.append(f"| {name} | {limit.best_batch} | {callers} | {limit.best_rows_per_s:,.0f} | {by_batch} |")
     scenarios = sorted({m.scenario for m in measurements})
     lines += ["", f"## infergate against the others at concurrency {c}", "",
               "Cells: throughput ratio (requests/s), then in brackets p99 ours / p99 theirs (below 1 is better).", ""]
