@@ -142,6 +142,10 @@ def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
     scenarios = sorted({m.scenario for m in measurements})
     if not scenarios:
         return False
+    # One colour per server across every panel, so a line is the same server everywhere.
+    all_labels = sorted({m.label for m in measurements}, key=lambda lab: (not lab.startswith("infergate"), lab))
+    cmap = plt.get_cmap("tab20")
+    colours = {label: cmap(i % 20) for i, label in enumerate(all_labels)}
     fig, axes = plt.subplots(len(scenarios), 2, figsize=(13, 4.2 * len(scenarios)), squeeze=False)
     for row, (model, rows) in enumerate(scenarios):
         points = [m for m in measurements if m.scenario == (model, rows) and m.ok]
@@ -150,8 +154,10 @@ def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
             series = sorted((m for m in points if m.label == label), key=lambda m: m.concurrency)
             xs = [m.concurrency for m in series]
             style = "-" if label.startswith("infergate") else "--"
-            axes[row][0].plot(xs, [m.rows_per_s for m in series], style, marker="o", label=label)
-            axes[row][1].plot(xs, [m.result.p99_ms for m in series if m.result], style, marker="o", label=label)
+            colour = colours[label]
+            axes[row][0].plot(xs, [m.rows_per_s for m in series], style, marker="o", label=label, color=colour)
+            axes[row][1].plot(xs, [m.result.p99_ms for m in series if m.result], style, marker="o", label=label,
+                              color=colour)
         for col, ylabel in enumerate(("rows/s", "p99 latency (ms)")):
             ax = axes[row][col]
             ax.set_xscale("log", base=2)
@@ -159,6 +165,8 @@ def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
             ax.set_ylabel(ylabel)
             ax.set_title(f"{model}, {rows}-row requests: {ylabel}")
             ax.grid(True, alpha=0.3)
+        # The null reference is an order of magnitude above model-bound servers: log scales.
+        axes[row][0].set_yscale("log")
         axes[row][1].set_yscale("log")
         axes[row][0].legend(fontsize=7)
     fig.suptitle(title)

@@ -13,6 +13,7 @@ benchmarks/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -52,6 +53,8 @@ class Plan:
     limit_seconds: float
     setups: tuple[Setup, ...]
     wrk_threads: int = 1
+    #: Once per started server and request size, before its first point (discarded).
+    server_warmup_s: float = 3.0
 
 
 def make_plan(quick: bool, only: Sequence[str] = (), concurrency: Sequence[int] = (), duration_s: float | None = None) -> Plan:
@@ -61,11 +64,11 @@ def make_plan(quick: bool, only: Sequence[str] = (), concurrency: Sequence[int] 
     if quick:
         plan = Plan(True, (8, 64), 2.0, 1.0, 0.5, tuple(setups))
     else:
-        plan = Plan(False, (1, 8, 32, 64, 128), 10.0, 2.0, 2.0, tuple(setups))
+        plan = Plan(False, (1, 8, 32, 64, 128), 10.0, 2.0, 2.0, tuple(setups), server_warmup_s=5.0)
     if concurrency:
-        plan = Plan(plan.quick, tuple(concurrency), plan.duration_s, plan.warmup_s, plan.limit_seconds, plan.setups)
+        plan = dataclasses.replace(plan, concurrency=tuple(concurrency))
     if duration_s:
-        plan = Plan(plan.quick, plan.concurrency, duration_s, plan.warmup_s, plan.limit_seconds, plan.setups)
+        plan = dataclasses.replace(plan, duration_s=duration_s)
     return plan
 
 
@@ -138,18 +141,29 @@ def measure_setup(setup: Setup, models: dict[str, ModelInfo], plan: Plan, workdi
                 for rows in rows_list:
                     inputs = payloads.make_inputs(model, rows)
                     expected = reference_outputs(model, inputs) if served.checks_outputs else None
+                    verified: list[tuple[Protocol, payloads.Request]] = []
                     for protocol in protocols_for(setup, rows, plan.quick):
                         request = payloads.build_request(protocol, model, inputs)
-                        url = served.urls[protocol]
                         try:
-                            verify(url, protocol, request, served.headers, model, expected)
+                            verify(served.urls[protocol], protocol, request, served.headers, model, expected)
                         except (ResponseMismatch, OSError) as exc:
                             print(f"   {protocol} rows={rows}: wrong answer, not measured: {exc}", flush=True)
                             out += [Measurement(setup.name, setup.group, protocol, model.name, rows, c, None,
                                                 f"wrong answer: {exc}") for c in plan.concurrency]
                             continue
+                        verified.append((protocol, request))
+                    if verified and plan.server_warmup_s > 0:
+                        # A fresh server is slower for its first seconds (ONNX Runtime allocates
+                        # per new batch shape, pools fill): warm it once at the highest load so the
+                        # first protocol measured is not penalised against the later ones.
+                        protocol, request = verified[0]
+                        run_load(LoadSpec(url=served.urls[protocol], body=request.body,
+                                          headers=request.headers + served.headers, connections=max(plan.concurrency),
+                                          duration_s=plan.server_warmup_s, threads=plan.wrk_threads))
+                    for protocol, request in verified:
                         for c in plan.concurrency:
-                            spec = LoadSpec(url=url, body=request.body, headers=request.headers + served.headers,
+                            spec = LoadSpec(url=served.urls[protocol], body=request.body,
+                                            headers=request.headers + served.headers,
                                             connections=c, duration_s=plan.duration_s, threads=plan.wrk_threads)
                             result = run_load(spec, warmup_s=plan.warmup_s)
                             m = Measurement(setup.name, setup.group, protocol, model.name, rows, c, result)
@@ -211,7 +225,8 @@ def render_markdown(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
         f"- load average before / after: {load_before} / {load_after}",
         *[f"- {name}: {version}" for name, version in versions().items()],
         f"- load generator: {wrk_version(wrk)}, {plan.wrk_threads} thread(s), closed loop, "
-        f"{plan.warmup_s:.0f}s warm-up (discarded) then {plan.duration_s:.0f}s measured per point; every response's status checked",
+        f"{plan.server_warmup_s:.0f}s warm-up per started server and request size, then per point "
+        f"{plan.warmup_s:.0f}s warm-up (discarded) and {plan.duration_s:.0f}s measured; every response's status checked",
         f"- batching (infergate, MLServer, Triton alike): max_batch_size {MAX_BATCH_SIZE}, max delay {MAX_BATCH_DELAY_MS} ms",
         "",
         "## In-process ONNX Runtime limit (no server)",
