@@ -174,3 +174,75 @@ def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    """One of issue 5's targets, as measured in this run."""
+
+    target: str
+    measured: str
+    verdict: str  # "met", "missed", or "n/a: <why>"
+
+
+def _point(points: dict[str, Measurement], label: str) -> Measurement | None:
+    return points.get(label)
+
+
+def _best(points: dict[str, Measurement], prefix: str, protocol: str) -> Measurement | None:
+    """The highest-throughput point among setups named ``prefix*`` (e.g. every azureml-wN)."""
+    found = [m for m in points.values() if m.setup.startswith(prefix) and m.protocol == protocol]
+    return max(found, key=lambda m: m.rps, default=None)
+
+
+def _versus(target: str, ours: Measurement | None, theirs: Measurement | None, factor: float,
+            need_lower_p99: bool = True) -> TargetCheck:
+    if ours is None or theirs is None or ours.result is None or theirs.result is None:
+        missing = "infergate" if ours is None else "the peer"
+        return TargetCheck(target, "-", f"n/a: no error-free point for {missing}")
+    got = ours.rps / theirs.rps if theirs.rps else 0.0
+    p99_ok = ours.result.p99_ms < theirs.result.p99_ms
+    measured = f"{got:.2f}x ({ours.label} {ours.rps:,.0f} vs {theirs.label} {theirs.rps:,.0f} req/s"
+    measured += f"; p99 {ours.result.p99_ms:.1f} vs {theirs.result.p99_ms:.1f} ms)" if need_lower_p99 else ")"
+    met = got >= factor and (p99_ok or not need_lower_p99)
+    return TargetCheck(target, measured, "met" if met else "missed")
+
+
+def target_checks(measurements: Sequence[Measurement], limits: dict[str, float], concurrency: int = 64) -> list[TargetCheck]:
+    """Issue 5's targets at ``concurrency``, each computed from points of this run only.
+
+    ``limits`` maps model name to the in-process limit's best rows/s.
+    """
+    def points(model: str, rows: int) -> dict[str, Measurement]:
+        return best_by_setup([m for m in measurements if m.scenario == (model, rows)], concurrency)
+
+    mlp1, mlp32, tiny1 = points("mlp", 1), points("mlp", 32), points("tiny", 1)
+    ours = _point(mlp1, "infergate v2-json")
+    checks = [
+        _versus("mlp 1-row v2 JSON >= 5x AzureML server (best worker count), lower p99", ours,
+                _best(mlp1, "azureml", "score"), 5.0),
+        _versus("mlp 1-row v2 JSON >= 3x Triton (pytriton, v2 JSON), lower p99", ours,
+                _point(mlp1, "pytriton v2-json"), 3.0),
+        _versus("mlp 1-row v2 JSON >= 6x MLServer, lower p99", ours, _point(mlp1, "mlserver v2-json"), 6.0),
+        _versus("mlp 1-row v2 JSON, --workers 2 >= 1.4x one process", _point(mlp1, "infergate-w2 v2-json"), ours,
+                1.4, need_lower_p99=False),
+        _versus("tiny 1-row v2 JSON >= 0.9x the bare Starlette null reference", _point(tiny1, "infergate v2-json"),
+                _point(tiny1, "null-starlette v2-json"), 0.9, need_lower_p99=False),
+    ]
+    for protocol, factor in (("v2-binary", 0.7), ("v2-json", 0.4)):
+        target = f"mlp 32-row {protocol} >= {factor}x the in-process limit (rows/s)"
+        m = _point(mlp32, f"infergate {protocol}")
+        limit = limits.get("mlp", 0.0)
+        if m is None or limit <= 0:
+            checks.append(TargetCheck(target, "-", "n/a: no error-free point or no limit"))
+            continue
+        got = m.rows_per_s / limit
+        checks.append(TargetCheck(target, f"{got:.2f}x ({m.rows_per_s:,.0f} of {limit:,.0f} rows/s)",
+                                  "met" if got >= factor else "missed"))
+    return checks
+
+
+def targets_table(checks: Sequence[TargetCheck]) -> str:
+    lines = ["| target (issue 5) | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {c.target} | {c.measured} | {c.verdict} |" for c in checks]
+    return "\n".join(lines)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -33,7 +34,7 @@ from benchmarks.inprocess import LimitResult, measure_limit
 from benchmarks.loadgen import LoadSpec, ensure_wrk, run_load
 from benchmarks.payloads import ModelInfo, Protocol, ResponseMismatch
 from benchmarks.procs import http_post
-from benchmarks.report import Measurement, comparison_table, plot, scenario_table
+from benchmarks.report import Measurement, comparison_table, plot, scenario_table, target_checks, targets_table
 from benchmarks.setups import MAX_BATCH_DELAY_MS, MAX_BATCH_SIZE, Setup, default_setups, serve, versions
 
 HERE = Path(__file__).resolve().parent
@@ -239,6 +240,8 @@ def render_markdown(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
         callers = (limit.callers or {}).get(limit.best_batch, 1)
         lines.append(f"| {name} | {limit.best_batch} | {callers} | {limit.best_rows_per_s:,.0f} | {by_batch} |")
     scenarios = sorted({m.scenario for m in measurements})
+    best = {name: limit.best_rows_per_s for name, limit in limits.items()}
+    lines += ["", f"## Targets at concurrency {c}", "", targets_table(target_checks(measurements, best, c))]
     lines += ["", f"## infergate against the others at concurrency {c}", "",
               "Cells: throughput ratio (requests/s), then in brackets p99 ours / p99 theirs (below 1 is better).", ""]
     for model, rows in scenarios:
@@ -261,7 +264,8 @@ def summary_section(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
     c = headline_concurrency(plan)
     lines = [f"## benchmarks/run.py {'--quick ' if plan.quick else ''}{stamp}", "",
              f"Full tables and plot: [results/{results_name}](results/{results_name}). "
-             f"Machine: {machine_description()[0]}. Ratios at concurrency {c} within that one run.", ""]
+             f"Machine: {machine_description()[0]}. Ratios at concurrency {c} within that one run.", "",
+             targets_table(target_checks(measurements, {n: lim.best_rows_per_s for n, lim in limits.items()}, c)), ""]
     for model, rows in sorted({m.scenario for m in measurements}):
         subset = [m for m in measurements if m.scenario == (model, rows)]
         limit = limits[model].best_rows_per_s if model in limits else None
@@ -306,6 +310,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     drawn = plot(measurements, plot_path, f"infergate benchmark {stamp}")
     if not drawn:
         print("benchmarks: matplotlib not installed (pip install -e '.[bench]'); no plot", flush=True)
+    raw = {
+        "limits": {n: {"best_batch": lim.best_batch, "rows_per_s": lim.rows_per_s} for n, lim in limits.items()},
+        "points": [
+            {"setup": m.setup, "group": m.group, "protocol": m.protocol, "model": m.model, "rows": m.rows,
+             "concurrency": m.concurrency, "error": m.error,
+             "result": None if m.result is None else {k: v for k, v in vars(m.result).items() if k != "raw"}}
+            for m in measurements
+        ],
+    }
+    (args.out_dir / f"{stamp}.json").write_text(json.dumps(raw, indent=1))
     md_path = args.out_dir / f"{stamp}.md"
     md_path.write_text(render_markdown(plan, stamp, limits, measurements, commands, wrk, load_before, load_after,
                                        plot_path.name if drawn else None))

@@ -7,7 +7,15 @@ from pathlib import Path
 import pytest
 
 from benchmarks.loadgen import LoadResult
-from benchmarks.report import Measurement, comparison_table, plot, ratio, scenario_table, status_text
+from benchmarks.report import (
+    Measurement,
+    comparison_table,
+    plot,
+    ratio,
+    scenario_table,
+    status_text,
+    target_checks,
+)
 
 
 def _result(requests: int, p99_ms: float, non_2xx: int = 0, socket_errors: int = 0) -> LoadResult:
@@ -73,3 +81,28 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
     points = [_m("infergate", "infergate", "v2-json", _result(1000 * c, 5), c=c) for c in (1, 8, 64)]
     assert plot(points, tmp_path / "p.png", "t")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _scenario(model: str, rows: int, setup: str, group: str, protocol: str, requests: int, p99: float) -> Measurement:
+    return Measurement(setup, group, protocol, model, rows, 64, _result(requests, p99))
+
+
+def test_targets_are_computed_from_this_runs_points() -> None:
+    points = [
+        _scenario("mlp", 1, "infergate", "infergate", "v2-json", 5000, 10),
+        _scenario("mlp", 1, "azureml-w1", "peer", "score", 400, 50),
+        _scenario("mlp", 1, "azureml-w2", "peer", "score", 900, 50),  # the best worker count counts
+        _scenario("mlp", 1, "pytriton", "peer", "v2-json", 1000, 5),  # 5x but a lower p99: missed
+        _scenario("mlp", 32, "infergate", "infergate", "v2-binary", 250, 10),
+        _scenario("tiny", 1, "infergate", "infergate", "v2-json", 4600, 10),
+        _scenario("tiny", 1, "null-starlette", "reference", "v2-json", 5000, 10),
+    ]
+    checks = {c.target.split(">=")[1].strip(): c for c in target_checks(points, {"mlp": 10000.0})}
+    azure = checks["5x AzureML server (best worker count), lower p99"]
+    assert azure.verdict == "met" and azure.measured.startswith("5.56x")
+    assert checks["3x Triton (pytriton, v2 JSON), lower p99"].verdict == "missed"
+    assert checks["6x MLServer, lower p99"].verdict.startswith("n/a")
+    assert checks["1.4x one process"].verdict.startswith("n/a")
+    binary = checks["0.7x the in-process limit (rows/s)"]
+    assert (binary.verdict, binary.measured.split()[0]) == ("met", "0.80x")
+    assert checks["0.9x the bare Starlette null reference"].verdict == "met"
