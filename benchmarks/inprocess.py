@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,7 @@ class LimitResult:
         return self.rows_per_s[self.best_batch]
 
 
-def _rows_per_s(session: object, feeds: dict[str, object], batch: int, callers: int, seconds: float) -> float:
+def _rows_per_s(session: object, feeds: Mapping[str, object], batch: int, callers: int, seconds: float) -> float:
     """``callers`` threads each calling ``run`` until the deadline; total rows / elapsed."""
     counts = [0] * callers
     start = time.perf_counter()

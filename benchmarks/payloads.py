@@ -116,7 +116,9 @@ def _dumps(obj: object) -> bytes:
 def _shortest(array: npt.NDArray[np.generic]) -> npt.NDArray[np.generic]:
     """float32 -> float64 holding the float32's shortest decimal, so JSON text stays short."""
     if array.dtype == np.float32:
-        return np.array([float(np.format_float_positional(v, unique=True)) for v in array.reshape(-1)]).reshape(array.shape)
+        values = array.reshape(-1).tolist()
+        as32 = np.asarray(values, dtype=np.float32)
+        return np.array([float(np.format_float_positional(v, unique=True)) for v in as32]).reshape(array.shape)
     return array
 
 

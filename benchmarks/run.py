@@ -246,13 +246,11 @@ def render_markdown(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
               "Cells: throughput ratio (requests/s), then in brackets p99 ours / p99 theirs (below 1 is better).", ""]
     for model, rows in scenarios:
         subset = [m for m in measurements if m.scenario == (model, rows)]
-        limit = limits[model].best_rows_per_s if model in limits else None
-        lines += [f"### {model}, {rows}-row requests", "", comparison_table(subset, c, limit), ""]
+        lines += [f"### {model}, {rows}-row requests", "", comparison_table(subset, c, best.get(model)), ""]
     lines += ["## All points", ""]
     for model, rows in scenarios:
         subset = [m for m in measurements if m.scenario == (model, rows)]
-        limit = limits[model].best_rows_per_s if model in limits else None
-        lines += [f"### {model}, {rows}-row requests", "", scenario_table(subset, limit), ""]
+        lines += [f"### {model}, {rows}-row requests", "", scenario_table(subset, best.get(model)), ""]
     if plot_name:
         lines += ["## Plot", "", f"![throughput and p99 against concurrency]({plot_name})", ""]
     lines += ["## Commands", "", "```", f"{sys.executable} -m benchmarks.run {' '.join(sys.argv[1:])}".rstrip(),
