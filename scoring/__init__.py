@@ -1,5 +1,14 @@
 """infergate's scoring runtime: model repository, execution providers, micro-batching,
-entry scripts. Numpy in, numpy out; no HTTP in this package."""
+entry scripts. Numpy in, numpy out; no HTTP in this package.
+
+    repo = ModelRepository(Path("models"), ScoringConfig())
+    await repo.start()                      # loads off the loop; failures land in repo.index()
+    model = repo.get("demo")                # newest READY version
+    result = await model.infer(InferRequest({"input": np.ones((1, 4), np.float32)}))
+    await repo.close()
+
+Configuration reference: docs/scoring.md.
+"""
 
 from scoring.config import (
     BatchingConfig,

@@ -35,7 +35,7 @@ RunFn = Callable[[Arrays, Sequence[str] | None], Awaitable[Arrays]]
 Clock = Callable[[], float]
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
     inputs: Arrays
     outputs: tuple[str, ...] | None
@@ -101,8 +101,10 @@ class Batcher:
         outputs: tuple[str, ...] | None,
         rows: int,
         deadline: float | None = None,
+        key: BatchKey | None = None,
     ) -> InferResult:
-        """Queue one (already validated) request of ``rows`` rows; wait for its result."""
+        """Queue one (already validated) request of ``rows`` rows; wait for its result.
+        ``key`` is its ``batch_key`` when the caller computed it already."""
         if self._loop is None or self._wakeup is None:
             raise RuntimeError("Batcher.start() was not called")
         if self._closing:
@@ -116,7 +118,8 @@ class Batcher:
         if self.config.queue_timeout_ms is not None:
             timeout_at = now + self.config.queue_timeout_ms / 1000.0
             deadline = timeout_at if deadline is None else min(deadline, timeout_at)
-        key = batch_key(inputs)
+        if key is None:
+            key = batch_key(inputs)
         item = _Pending(inputs, outputs, rows, key, now, deadline, self._loop.create_future())
         if deadline is not None:
             item.timer = self._loop.call_later(max(0.0, deadline - now), self._expire, item)
@@ -129,6 +132,12 @@ class Batcher:
             # The caller went away (client disconnected): do not compute it.
             self._discard(item)
             raise
+
+    def stop_accepting(self) -> None:
+        """New submissions fail with ModelNotReady; what is queued still runs."""
+        self._closing = True
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; dispatch what is queued at once and wait for it (bounded).
@@ -282,6 +291,10 @@ class Batcher:
                 for item in batch:
                     self._fail(item, exc)
                 return
+            except asyncio.CancelledError:  # close() gave up waiting: answer, then stop
+                for item in batch:
+                    self._fail(item, ModelNotReady(self.label, None, "unloaded while computing"))
+                raise
             except Exception as exc:  # a runner that does not translate its errors
                 log.exception("%s: batch of %d rows failed", self.label, sum(rows))
                 failure = InferenceFailed(f"{self.label}: {exc}")

@@ -26,13 +26,16 @@ ExecutionMode = Literal["sequential", "parallel"]
 ProviderOptionValue = str | int | float | bool
 
 CONFIG_FILENAMES = ("config.yaml", "config.yml", "config.json")
+DEFAULT_ONNX_INSTANCES = 2
 
 
 @dataclass(frozen=True)
 class SessionConfig:
     """ONNX Runtime ``SessionOptions`` for one model."""
 
-    intra_op_threads: int = 0  # 0: ONNX Runtime decides (one per physical core)
+    # 0: CPU cores / instance_count (at least 1), so that instance_count concurrent runs
+    # share the cores instead of each spinning a pool as large as the machine.
+    intra_op_threads: int = 0
     inter_op_threads: int = 0  # 0: ONNX Runtime decides; only used in parallel mode
     execution_mode: ExecutionMode = "sequential"
     graph_optimization_level: GraphOptimizationLevel = "all"
@@ -127,21 +130,31 @@ class ModelConfig:
         default_factory=dict
     )
     session: SessionConfig = field(default_factory=SessionConfig)
-    instance_count: int = 1  # batches (or unbatched requests) one version runs at once
+    # Batches (or unbatched requests, or entry-script calls) one version runs at once.
+    # None: 2 for ONNX models (one batch computes while the next is formed), 1 for entry
+    # scripts (AzureML runs one run() at a time per worker).
+    instance_count: int | None = None
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
 
     def __post_init__(self) -> None:
         _check_choice("device", self.device, Device)
-        _check_min("instance_count", self.instance_count, 1)
+        if self.instance_count is not None:
+            _check_min("instance_count", self.instance_count, 1)
+
+    def instances(self, entry_script: bool = False) -> int:
+        """``instance_count`` with its default resolved."""
+        if self.instance_count is not None:
+            return self.instance_count
+        return 1 if entry_script else DEFAULT_ONNX_INSTANCES
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     """Runtime-wide settings, passed down by the server."""
 
-    # Thread pool for ONNX Runtime calls and entry scripts. None: sum of the loaded
-    # models' instance_count plus 2 (entry scripts and loads), at least 4.
+    # Thread pool for ONNX Runtime calls, entry scripts and loads. None: 16 (threads are
+    # started on demand; each model's instance_count bounds how many it keeps busy).
     executor_threads: int | None = None
     # What a model gets for every field its own config file leaves out.
     model_defaults: ModelConfig = field(default_factory=ModelConfig)

@@ -197,7 +197,7 @@ class EntryScript:
             for name in RAWHTTP_MODULES:
                 real = sys.modules.get(name)
                 if real is not None and hasattr(real, "_rawHttpRequested"):
-                    real._rawHttpRequested = False  # the real rawhttp sets this global
+                    setattr(real, "_rawHttpRequested", False)  # the real rawhttp sets this global
             folder = str(script.parent)
             if folder not in sys.path:
                 sys.path.insert(0, folder)

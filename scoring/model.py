@@ -14,7 +14,7 @@ from scoring.config import ModelConfig
 from scoring.errors import DeadlineExceeded, InvalidInput, ModelNotReady, Overloaded
 from scoring.runner import Runner
 from scoring.types import InferRequest, InferResult, ModelMetadata
-from scoring.validation import validate_request
+from scoring.validation import RequestValidator
 
 if TYPE_CHECKING:
     from scoring.entry_script import EntryScript
@@ -41,6 +41,7 @@ class Model:
         self.config = config
         self.runner = runner
         self.entry = entry
+        self._validator = RequestValidator(metadata.inputs, metadata.outputs, metadata.batched)
         self._batcher: Batcher | None = None
         self._slots: asyncio.Semaphore | None = None
         self._waiting = 0
@@ -50,7 +51,8 @@ class Model:
 
     async def start(self) -> None:
         """Create the loop-bound parts (queue, batcher task); call inside the event loop."""
-        self._slots = asyncio.Semaphore(self.config.instance_count)
+        instances = self.config.instances(entry_script=self.entry is not None)
+        self._slots = asyncio.Semaphore(instances)
         self._idle = asyncio.Event()
         self._idle.set()
         run = self.runner.run if self.runner is not None else self.entry.run_batch if self.entry else None
@@ -58,18 +60,24 @@ class Model:
             self._batcher = Batcher(
                 run,
                 self.config.batching,
-                self.config.instance_count,
+                instances,
                 label=str(self.metadata.id),
             )
             self._batcher.start()
 
+    def stop_accepting(self) -> None:
+        """From now on new requests fail with ModelNotReady("unloading")."""
+        self._closed = True
+        if self._batcher is not None:
+            self._batcher.stop_accepting()
+
     async def close(self, timeout_s: float = 30.0) -> None:
         """Stop taking requests; let queued and in-flight ones finish within ``timeout_s``."""
-        self._closed = True
+        self.stop_accepting()
         deadline = time.monotonic() + timeout_s
         if self._batcher is not None:
             await self._batcher.close(timeout_s)
-        if self._idle is not None and self._inflight:
+        if self._idle is not None and not self._idle.is_set():
             remaining = max(0.0, deadline - time.monotonic())
             try:
                 await asyncio.wait_for(self._idle.wait(), remaining)
@@ -90,13 +98,13 @@ class Model:
         md = self.metadata
         if self.runner is None:
             raise InvalidInput("this model is an entry script; post its raw body instead", field="model")
-        rows = validate_request(request, md.inputs, md.outputs, md.batched)
+        rows, key = self._validator.check(request)
         if self._closed:
             raise ModelNotReady(md.id.name, md.id.version, "unloading")
         if request.deadline is not None and time.monotonic() >= request.deadline:
             raise DeadlineExceeded(f"{md.id}: deadline passed before the request was queued")
         if self._batcher is not None:
-            return await self._batcher.submit(request.inputs, request.outputs, rows, request.deadline)
+            return await self._batcher.submit(request.inputs, request.outputs, rows, request.deadline, key)
         return await self._run_one(request)
 
     async def _run_one(self, request: InferRequest) -> InferResult:
@@ -116,12 +124,15 @@ class Model:
         if self._waiting >= self.config.batching.max_queue_size:
             raise Overloaded(f"{md.id}: {self._waiting} requests waiting; try again later")
         self._waiting += 1
+        self._inflight += 1  # waiting or running: close() drains both
+        self._idle.clear()
         try:
             await self._slots.acquire()
+        except BaseException:
+            self._done_one()
+            raise
         finally:
             self._waiting -= 1
-        self._inflight += 1
-        self._idle.clear()
         try:
             started = time.monotonic()
             if deadline is not None and started >= deadline:
@@ -130,9 +141,13 @@ class Model:
             return result, started, time.monotonic()
         finally:
             self._slots.release()
-            self._inflight -= 1
-            if not self._inflight:
-                self._idle.set()
+            self._done_one()
+
+    def _done_one(self) -> None:
+        assert self._idle is not None
+        self._inflight -= 1
+        if not self._inflight:
+            self._idle.set()
 
     async def run_entry_script(self, body: bytes, request: object | None = None) -> object:
         """AzureML ``run()`` semantics (see ``scoring/entry_script.py``): returns a

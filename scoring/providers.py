@@ -14,6 +14,7 @@ so (``fallback``); with ``strict_device: true`` that is an error instead.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,10 +112,18 @@ _OPT_LEVELS = {
 }
 
 
-def session_options(config: SessionConfig, model_dir: Path | None = None) -> ort.SessionOptions:
+def intra_op_threads(config: SessionConfig, instances: int, cpus: int | None = None) -> int:
+    """Threads per run: as configured, else the cores shared out among the instances."""
+    if config.intra_op_threads:
+        return config.intra_op_threads
+    cores = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, cores // max(1, instances))
+
+
+def session_options(config: SessionConfig, model_dir: Path | None = None, instances: int = 1) -> ort.SessionOptions:
     """``SessionOptions`` for one model (relative cache paths are taken from ``model_dir``)."""
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = config.intra_op_threads
+    opts.intra_op_num_threads = intra_op_threads(config, instances)
     opts.inter_op_num_threads = config.inter_op_threads
     opts.execution_mode = (
         ort.ExecutionMode.ORT_PARALLEL if config.execution_mode == "parallel" else ort.ExecutionMode.ORT_SEQUENTIAL

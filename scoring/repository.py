@@ -216,8 +216,10 @@ class ModelRepository:
         check_model_name(name)
         entry = self._entries.get(name)
         if entry is None:
+            # Safe to join: check_model_name admits no separator and no "..". Symlinked
+            # model folders are fine (Kubernetes volume mounts are made of them).
             path = self.root / name
-            if self._script is not None or not path.is_dir() or path.resolve().parent != self.root.resolve():
+            if self._script is not None or not path.is_dir():
                 raise ModelNotFound(name)
             entry = self._entries[name] = _Entry(name=name, path=path)
         await self._load(entry)
@@ -233,6 +235,7 @@ class ModelRepository:
             models: list[Model] = []
             for v in entry.versions.values():
                 if v.model is not None:
+                    v.model.stop_accepting()  # at once, before the drain gets scheduled
                     models.append(v.model)
                 v.state, v.reason = "UNLOADING", "unloading"
             await asyncio.gather(*(m.close(self.config.drain_timeout_s) for m in models))
@@ -368,14 +371,20 @@ class ModelRepository:
 
         label = f"model '{model_id.name}' version {model_id.version}"
         entry = EntryScript.load(script, model_dir or script.parent, self.executor, label=label)
+        if config.batching.enabled and not entry.batched:
+            raise ModelLoadError(
+                f"{label}: {self._config_file(model_id.name)}: batching.enabled: true needs "
+                "run_batch() in score.py"
+            )
+        batched = entry.batched and config.batching.enabled is not False
         metadata = ModelMetadata(
             id=model_id,
             platform="azureml_entry_script",
             inputs=(),
             outputs=(),
             providers=(),
-            batched=entry.batched,
-            max_batch_size=config.batching.max_batch_size if entry.batched else 0,
+            batched=batched,
+            max_batch_size=config.batching.max_batch_size if batched else 0,
             entry_script=True,
             swagger=entry.swagger,
         )

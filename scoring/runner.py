@@ -88,7 +88,7 @@ class OrtRunner:
         try:
             session = ort.InferenceSession(
                 str(path),
-                sess_options=session_options(config.session, path.parent),
+                sess_options=session_options(config.session, path.parent, config.instances()),
                 providers=as_ort_providers(choice),
             )
         except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidGraph, ...)

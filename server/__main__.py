@@ -35,6 +35,7 @@ import uvicorn
 from scoring import ConfigError, ScoringError
 from server.app import build_app
 from server.config import ServerConfig, load_config
+from server.http_protocol import CoalescingHttpToolsProtocol
 from server.lifespan import scoring_config
 from server.logs import configure_logging
 from server.metrics import MULTIPROC_ENV
@@ -119,11 +120,12 @@ def serve(
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # nothing here reads the client address: one layer less
         timeout_graceful_shutdown=config.graceful_timeout_s,  # type: ignore[arg-type]  # float works
     )
     server = DrainingServer(uv_config, lifecycle, config.drain_delay_s, signals)
@@ -178,7 +180,7 @@ def supervise(config: ServerConfig, sock: socket.socket) -> int:
                 proc.join()
                 code = proc.exitcode if proc.exitcode is not None else 1
                 if proc.pid is not None:
-                    multiprocess.mark_process_dead(proc.pid, metrics_dir)
+                    multiprocess.mark_process_dead(proc.pid, metrics_dir)  # type: ignore[no-untyped-call]
                 if stopping:
                     codes.append(code)
                 elif code == EXIT_STARTUP:

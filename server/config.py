@@ -171,7 +171,7 @@ def _name(field_name: str) -> str:
 class _ArgumentParser(argparse.ArgumentParser):
     """argparse that raises ConfigError instead of printing and exiting."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise ConfigError("command line", message)
 
 

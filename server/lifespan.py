@@ -35,7 +35,10 @@ def scoring_config(config: ServerConfig) -> ScoringConfig:
             data = yaml.safe_load(Path(config.scoring_config).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError("--scoring-config", f"cannot read: {exc}", str(config.scoring_config)) from exc
-        base = ScoringConfig.from_mapping(data)
+        try:
+            base = ScoringConfig.from_mapping(data)
+        except ConfigError as exc:
+            raise ConfigError("--scoring-config", f"{config.scoring_config}: {exc}") from exc
     if config.executor_threads is not None:
         from dataclasses import replace
 

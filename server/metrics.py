@@ -170,8 +170,7 @@ class Metrics:
                 self.requests.labels(*key),
                 self.request_duration.labels(model, version, protocol),
             )
-            if len(self._request_children) < 10_000:  # bounded: model names come from clients
-                self._request_children[key] = children
+            self._request_children[key] = children  # bounded: labels are known names
         children[0].inc()
         children[1].observe(seconds)
 
@@ -214,7 +213,7 @@ class Metrics:
         from prometheus_client import multiprocess
 
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged)
+        multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
 

@@ -8,6 +8,7 @@ timings) through the ``RequestInfo`` they find at ``scope["infergate"]``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -55,6 +56,22 @@ class RequestInfo:
         self.response_started = False
 
 
+class RequestIds:
+    """UUID-shaped request ids: a random per-process prefix and a counter.
+
+    uuid4() reads the OS random source on every call; a counter behind a random
+    prefix is as unique within and across processes, at a fraction of the cost.
+    """
+
+    def __init__(self) -> None:
+        hex_ = uuid.uuid4().hex
+        self._prefix = f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-"
+        self._counter = itertools.count(int(hex_[20:], 16) & 0xFFFFFFFF)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._counter) & 0xFFFFFFFFFFFF:012x}"
+
+
 def protocol_of(path: str) -> errors.Protocol:
     return "v2" if path.startswith("/v2") else "azureml"
 
@@ -65,6 +82,7 @@ class RequestMiddleware:
         self.metrics = metrics
         self.tracing = tracing
         self.access_log_on = access_log_on
+        self.ids = RequestIds()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +94,7 @@ class RequestMiddleware:
             if key in _REQUEST_ID_HEADERS:
                 header_ids[key] = value.decode("latin-1")[:200]
         request_id = (
-            header_ids.get(b"x-ms-request-id") or header_ids.get(b"x-request-id") or str(uuid.uuid4())
+            header_ids.get(b"x-ms-request-id") or header_ids.get(b"x-request-id") or self.ids.next()
         )
         info = RequestInfo(request_id, header_ids, started)
         scope["infergate"] = info
@@ -132,6 +150,10 @@ class RequestMiddleware:
                     scope["method"],
                     scope["path"],
                     info.status,
-                    extra={"status": info.status, "duration_ms": round(elapsed * 1000.0, 3)},
+                    extra={
+                        "request_id": request_id,
+                        "status": info.status,
+                        "duration_ms": round(elapsed * 1000.0, 3),
+                    },
                 )
             request_id_var.reset(token)

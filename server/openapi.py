@@ -35,11 +35,14 @@ def _score_schemas(md: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if md is None:
         anything: dict[str, Any] = {"type": "object"}
         return anything, anything
-    if md.swagger:
-        inp = md.swagger.get("input") or md.swagger.get("request")
-        out = md.swagger.get("output") or md.swagger.get("response")
+    if md.swagger:  # inference-schema decorated run(): its own schemas
+        inp = md.swagger.get("ServiceInput")
+        out = md.swagger.get("ServiceOutput")
         if inp and out:
             return inp, out
+    if md.entry_script:  # run(raw_data): anything the script accepts
+        anything = {"type": "object"}
+        return anything, anything
     request = {
         "type": "object",
         "properties": {spec.name: _tensor_schema(spec) for spec in md.inputs},

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
-from scoring import InferRequest, InvalidInput
+from scoring import EntryScriptResponse, InferRequest, InvalidInput, ModelNotReady, RawRequest
 from server import codec, openapi
 from server.errors import (
     AmbiguousModel,
@@ -90,9 +93,33 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         if chunk:
             chunks.append(chunk)
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    encoding = request.headers.get("content-encoding")
+    if encoding is None or encoding.strip().lower() == "identity":
+        return body
+    return _decompress(body, encoding.strip().lower(), limit)
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """gzip/deflate request bodies (tritonclient's request compression), bounded by ``limit``."""
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UnsupportedMediaType(f"Content-Encoding: expected gzip or deflate, got '{encoding}'")
+    for bits in (wbits, -zlib.MAX_WBITS) if encoding == "deflate" else (wbits,):
+        inflater = zlib.decompressobj(bits)
+        try:
+            out = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit:
+            raise PayloadTooLarge(f"decompressed request body exceeds the limit of {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest(f"Content-Encoding {encoding}: the compressed body is truncated")
+        return out
+    raise BadRequest(f"Content-Encoding {encoding}: the body is not valid {encoding} data")
 
 
 async def _scored(server: ServerState, info: RequestInfo, awaitable: Any) -> Any:
@@ -191,10 +218,16 @@ async def infer(request: Request) -> Response:
     info = _info(request)
     name: str = request.path_params["model"]
     version_text: str | None = request.path_params.get("version")
-    info.model, info.version, info.protocol = name, version_text or "", "v2"
+    # Metric labels only take names the repository knows: a client must not be able to
+    # create label sets at will. Unknown model or version: both labels empty.
+    info.model, info.version, info.protocol = "", "", "v2"
     server.metrics.inflight.inc()  # the middleware decrements (info.model is set)
-
-    model = server.repository.get(name, _version(version_text))
+    try:
+        model = server.repository.get(name, _version(version_text))
+    except ModelNotReady:
+        info.model = name
+        raise
+    info.model = name
     md = model.metadata
     info.version = version = str(md.id.version)
     _check_json_body(request, allow_binary=True)
@@ -341,15 +374,17 @@ async def score(request: Request) -> Response:
     method = request.method
 
     if md.entry_script:
-        if method == "GET":
+        raw = _wants_request(model)
+        if method == "OPTIONS" and not raw:
+            raise MethodNotAllowed("Method not allowed", allow="GET, POST")
+        if method == "GET" and not raw:
             body = codec.dumps(_query_input(request))
         else:
             body = await read_body(request, server.config.max_request_bytes)
+        raw_request = _raw_request(request, body) if raw else None
         started = time.perf_counter()
         try:
-            output = await _scored(
-                server, info, model.run_entry_script(body, _raw_request(request, body))
-            )
+            output = await _scored(server, info, model.run_entry_script(body, raw_request))
         finally:
             info.exec_ms = (time.perf_counter() - started) * 1000.0
         return _azureml_response(output)
@@ -417,16 +452,9 @@ def _score_inputs(doc: Any, md: Any) -> dict[str, np.ndarray]:
 
 def _azureml_response(output: Any) -> Response:
     """What AzureML's server answers for run()'s return value."""
-    if isinstance(output, Response):
-        return output
-    status = getattr(output, "status_code", None)
-    if isinstance(status, int) and hasattr(output, "body"):  # a response-like object
-        headers = dict(getattr(output, "headers", None) or {})
-        body = output.body
-        if not isinstance(body, (bytes, str)):
-            body = codec.dumps(body)
-        return Response(body, status_code=status, headers=headers)
-    headers = {}
+    if isinstance(output, EntryScriptResponse):  # the script built its own (AMLResponse)
+        return Response(output.body, status_code=output.status_code, headers=output.headers)
+    headers: dict[str, str] = {}
     body = output
     if isinstance(output, dict) and ("aml_response_headers" in output or "aml_response_body" in output):
         headers = {str(k): str(v) for k, v in (output.get("aml_response_headers") or {}).items()}
@@ -434,32 +462,20 @@ def _azureml_response(output: Any) -> Response:
     return Response(codec.dumps(body), media_type=_JSON, headers=headers)
 
 
-class RawRequest:
-    """The request as a ``@rawhttp`` run(request) sees it (a small Flask-like surface)."""
-
-    def __init__(self, request: Request, body: bytes) -> None:
-        self.method = request.method
-        self.path = request.url.path
-        self.url = str(request.url)
-        self.headers = dict(request.headers)
-        self.args = dict(request.query_params)
-        self.query_string = request.url.query.encode()
-        self.data = body
-        self.content_type = request.headers.get("content-type")
-
-    def get_data(self, as_text: bool = False) -> bytes | str:
-        return self.data.decode() if as_text else self.data
-
-    def get_json(self) -> Any:
-        return codec.loads(self.data)
-
-    @property
-    def json(self) -> Any:
-        return self.get_json()
-
-
 def _raw_request(request: Request, body: bytes) -> RawRequest:
-    return RawRequest(request, body)
+    """What a ``@rawhttp`` run(request) receives (scoring's Flask-like RawRequest)."""
+    return RawRequest(
+        data=body,
+        method=request.method,
+        path=request.url.path,
+        headers=dict(request.headers),
+        args=dict(request.query_params),
+    )
+
+
+def _wants_request(model: Any) -> bool:
+    """Whether the entry script's run() is ``@rawhttp`` (it then also answers OPTIONS)."""
+    return bool(getattr(getattr(model, "entry", None), "rawhttp", False))
 
 
 async def swagger(request: Request) -> Response:
@@ -476,21 +492,44 @@ async def swagger(request: Request) -> Response:
     return _json(openapi.document(md, int(version), SERVER_VERSION))
 
 
+class Endpoint:
+    """A request -> response function as a plain ASGI app.
+
+    Starlette wraps plain functions in two more layers (its exception-handler lookup and a
+    send wrapper); errors here are rendered by ``RequestMiddleware`` instead, so each
+    route is this one call.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Request], Awaitable[Response]]) -> None:
+        self.fn = fn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.fn(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+def _route(path: str, fn: Callable[[Request], Awaitable[Response]], methods: list[str]) -> Route:
+    return Route(path, Endpoint(fn), methods=methods)
+
+
+# Inference routes first: the router tries routes in order, one regex each.
 ROUTES = [
-    Route("/v2/health/live", live, methods=["GET"]),
-    Route("/v2/health/ready", ready, methods=["GET"]),
-    Route("/v2", server_metadata, methods=["GET"]),
-    Route("/v2/models/{model}", model_metadata, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}", model_metadata, methods=["GET"]),
-    Route("/v2/models/{model}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/versions/{version}/ready", model_ready, methods=["GET"]),
-    Route("/v2/models/{model}/infer", infer, methods=["POST"]),
-    Route("/v2/models/{model}/versions/{version}/infer", infer, methods=["POST"]),
-    Route("/v2/repository/index", repository_index, methods=["POST"]),
-    Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
-    Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
-    Route("/", azureml_health, methods=["GET"]),
-    Route("/score", score, methods=["GET", "POST", "OPTIONS"]),
-    Route("/swagger.json", swagger, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
+    _route("/v2/models/{model}/infer", infer, ["POST"]),
+    _route("/v2/models/{model}/versions/{version}/infer", infer, ["POST"]),
+    _route("/score", score, ["GET", "POST", "OPTIONS"]),
+    _route("/v2/health/live", live, ["GET"]),
+    _route("/v2/health/ready", ready, ["GET"]),
+    _route("/v2", server_metadata, ["GET"]),
+    _route("/v2/models/{model}", model_metadata, ["GET"]),
+    _route("/v2/models/{model}/versions/{version}", model_metadata, ["GET"]),
+    _route("/v2/models/{model}/ready", model_ready, ["GET"]),
+    _route("/v2/models/{model}/versions/{version}/ready", model_ready, ["GET"]),
+    _route("/v2/repository/index", repository_index, ["POST"]),
+    _route("/v2/repository/models/{model}/load", repository_load, ["POST"]),
+    _route("/v2/repository/models/{model}/unload", repository_unload, ["POST"]),
+    _route("/", azureml_health, ["GET"]),
+    _route("/swagger.json", swagger, ["GET"]),
+    _route("/metrics", metrics, ["GET"]),
 ]

@@ -42,7 +42,7 @@ def test_batched_equals_unbatched_under_concurrent_submitters(tmp_path: Path) ->
 
 def test_unbatched_queue_is_bounded_too(tmp_path: Path) -> None:
     model_zoo.write(tmp_path, ["tiny"])
-    (tmp_path / "tiny" / "config.yaml").write_text("batching: {enabled: false, max_queue_size: 2}\n")
+    (tmp_path / "tiny" / "config.yaml").write_text("batching: {enabled: false, max_queue_size: 2}\ninstance_count: 1\n")
 
     async def body() -> None:
         repo = ModelRepository(tmp_path)

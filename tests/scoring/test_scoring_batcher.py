@@ -308,3 +308,21 @@ def test_merge_and_split() -> None:
     np.testing.assert_array_equal(back[1]["y"], parts[1]["x"])
     with pytest.raises(InferenceFailed):
         split({"y": np.ones(())}, [1])
+
+
+def test_close_timeout_answers_everyone() -> None:
+    async def body() -> None:
+        runner = FakeRunner()
+        runner.gate = asyncio.Event()  # never set: the batch hangs
+        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0))
+        b.start()
+        computing = asyncio.ensure_future(b.submit(rows(1), None, 1))
+        await started(b, runner)
+        queued = asyncio.ensure_future(b.submit(rows(1), None, 1))
+        await asyncio.sleep(0)
+        await b.close(timeout_s=0)
+        for fut in (computing, queued):
+            with pytest.raises(ModelNotReady):
+                await fut
+
+    go(body)

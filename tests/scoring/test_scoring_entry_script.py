@@ -233,6 +233,7 @@ def test_run_calls_are_one_at_a_time_by_default(tmp_path: Path) -> None:
         active = 0
         peak = 0
         lock = threading.Lock()
+        entered = threading.Event()
         gate = threading.Event()
 
         def init():
@@ -243,6 +244,7 @@ def test_run_calls_are_one_at_a_time_by_default(tmp_path: Path) -> None:
             with lock:
                 active += 1
                 peak = max(peak, active)
+            entered.set()
             gate.wait(5)
             with lock:
                 active -= 1
@@ -254,8 +256,10 @@ def test_run_calls_are_one_at_a_time_by_default(tmp_path: Path) -> None:
         model = repo.get("serial")
         assert model.entry is not None
         calls = [asyncio.ensure_future(model.run_entry_script(b"x")) for _ in range(3)]
+        assert await asyncio.to_thread(model.entry.module.entered.wait, 5)
         for _ in range(3):
             await asyncio.sleep(0)
+        assert model.queue_depth() == 2  # one runs, two wait their turn
         model.entry.module.gate.set()
         assert await asyncio.gather(*calls) == [1, 1, 1]
 

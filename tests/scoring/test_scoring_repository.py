@@ -233,7 +233,7 @@ def test_runtime_error_is_inference_failed_and_unbatched(tmp_path: Path) -> None
         x = np.ones((2, 3), np.float32)
         ok = await model.infer(InferRequest({"x": x, "shape": np.array([3, 2])}))
         assert ok.outputs["y"].shape == (3, 2)
-        with pytest.raises((InferenceFailed, InvalidInput)) as info:
+        with pytest.raises(InferenceFailed) as info:
             await model.infer(InferRequest({"x": x, "shape": np.array([4, 4])}))
         assert isinstance(info.value.__cause__, Exception)
         assert "reshape" in str(info.value)

@@ -67,3 +67,15 @@ def test_check_paths_names_the_missing_path(tmp_path: Path) -> None:
         load_config(["--model-repository", str(tmp_path / "nope")], environ={}).check_paths()
     with pytest.raises(ConfigError, match="--entry-script .*no such file"):
         load_config(["--entry-script", str(tmp_path / "score.py")], environ={}).check_paths()
+
+
+def test_bad_scoring_config_file_names_flag_file_and_field(tmp_path: Path) -> None:
+    from server.lifespan import scoring_config
+
+    bad = tmp_path / "scoring.yaml"
+    bad.write_text("model_defaults: {batching: {max_batch_size: 0}}\n")
+    config = load_config(["--model-repository", str(tmp_path), "--scoring-config", str(bad)], environ={})
+    with pytest.raises(ConfigError, match=r"--scoring-config: .*scoring.yaml: model_defaults.batching.max_batch_size"):
+        scoring_config(config)
+    bad.write_text("executor_threads: 3\n")
+    assert scoring_config(config).executor_threads == 3

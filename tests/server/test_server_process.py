@@ -68,7 +68,9 @@ def test_tritonclient_infer_all_datatypes(client: triton.InferenceServerClient, 
         tensor.set_data_from_numpy(arr, binary_data=binary)
         inputs.append(tensor)
     outputs = [triton.InferRequestedOutput(n + "_out", binary_data=binary) for n in values]
-    result = client.infer("mixed", inputs, outputs=outputs, request_id="rq-9")
+    result = client.infer(
+        "mixed", inputs, outputs=outputs, request_id="rq-9", request_compression_algorithm="gzip" if binary else None
+    )
     assert result.get_response()["id"] == "rq-9"
     for name, arr in values.items():
         got = result.as_numpy(name + "_out")

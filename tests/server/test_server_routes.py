@@ -318,3 +318,50 @@ def test_no_tracing_without_provider_or_env(fake: FakeRepository, monkeypatch: p
         monkeypatch.delenv(key)
     app = build_app(fake_config(), registry=CollectorRegistry(), repository_factory=lambda c: fake)
     assert app.tracing.enabled is False  # type: ignore[attr-defined]
+
+
+def test_deadline_while_queued_is_504_and_the_server_recovers(tmp_path: Path) -> None:
+    root = write_models(tmp_path, ["tiny"])
+    (root / "tiny" / "config.yaml").write_text("batching: {enabled: true, max_batch_size: 64, max_queue_delay_ms: 400}\n")
+    app = build_app(fake_config(model_repository=root, scoring_timeout_ms=100), registry=CollectorRegistry())
+    with TestClient(app) as c:
+        assert_json_error(c.post("/v2/models/tiny/infer", json=v2_body([1, 2, 3, 4], [1, 4])), 504)
+        assert c.get("/v2/health/ready").status_code == 200
+        text = c.get("/metrics").text
+        assert 'infergate_requests_total{code="504",model="tiny",protocol="v2",version="1"} 1.0' in text
+
+
+def test_compressed_request_bodies(client: TestClient, fake: FakeRepository) -> None:
+    import gzip
+    import zlib
+
+    raw = orjson.dumps(v2_body([1, 2, 3], [1, 3]))
+    for encoding, packed in (("gzip", gzip.compress(raw)), ("deflate", zlib.compress(raw))):
+        r = client.post("/v2/models/double/infer", content=packed, headers={"content-encoding": encoding})
+        assert r.status_code == 200, r.text
+    assert_json_error(client.post("/v2/models/double/infer", content=raw, headers={"content-encoding": "br"}), 415)
+    assert_json_error(client.post("/v2/models/double/infer", content=b"xx", headers={"content-encoding": "gzip"}), 400)
+    with _client(fake, max_request_bytes=200) as small:
+        bomb = gzip.compress(b" " * 10_000)
+        r = small.post("/v2/models/double/infer", content=bomb, headers={"content-encoding": "gzip"})
+        assert_json_error(r, 413)
+
+
+def test_otlp_export_only_when_the_environment_asks() -> None:
+    from server.tracing import provider_from_env
+
+    assert provider_from_env({}) is None
+    provider = provider_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SERVICE_NAME": "svc"})
+    assert provider is not None
+    assert provider.resource.attributes["service.name"] == "svc"
+    provider.shutdown()
+
+
+def test_unknown_models_do_not_create_metric_labels(client: TestClient) -> None:
+    for i in range(5):
+        client.post(f"/v2/models/nope{i}/infer", json=v2_body([1, 2, 3], [1, 3]))
+        client.post(f"/v2/models/double/versions/{i}x/infer", json=v2_body([1, 2, 3], [1, 3]))
+    text = client.get("/metrics").text
+    assert "nope" not in text and "x\"" not in text
+    assert 'infergate_requests_total{code="404",model="",protocol="v2",version=""} 5.0' in text
+    assert 'infergate_requests_total{code="400",model="",protocol="v2",version=""} 5.0' in text
