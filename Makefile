@@ -17,6 +17,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 venv: $(STAMP)
 
+# `make up`: the demo model behind the router. Ports overridable:
+# make up ROUTER_PORT=9000 SCORING_PORT=9001 ADMIN_PORT=9002
+ROUTER_PORT ?= 8000
+SCORING_PORT ?= 8001
+ADMIN_PORT ?= 8002
+REPLICAS ?= 1
+DEMO_MODELS ?= models/generated
+STATE_DIR ?= .infergate
+
+up: $(STAMP)
+	$(BIN)/python -m scoring.model_zoo $(DEMO_MODELS) demo
+	$(BIN)/python -m server.cli up --model-repository $(DEMO_MODELS) --replicas $(REPLICAS) \
+		--port $(ROUTER_PORT) --scoring-port $(SCORING_PORT) --admin-port $(ADMIN_PORT) --state-dir $(STATE_DIR)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

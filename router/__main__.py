@@ -18,6 +18,8 @@ import signal
 import sys
 from pathlib import Path
 
+from opentelemetry import trace
+
 from router.app import RouterServer
 from router.config import RouterConfig, load_config
 from router.lifespan import RouterRuntime
@@ -43,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
 
 async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> None:
     runtime = RouterRuntime(config, args.state_dir)
-    server = RouterServer(runtime, args.host, args.port, args.admin_port, tracing=tracing)
+    tracer = trace.get_tracer("infergate.router") if tracing else None
+    server = RouterServer(runtime, args.host, args.port, args.admin_port, tracer=tracer)
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
@@ -79,12 +82,13 @@ def main(argv: list[str]) -> int:
     tracing = configure_tracing(os.environ)
     try:
         import uvloop
-
-        runner = uvloop.run
     except ImportError:  # uvloop is not built for every platform
-        runner = asyncio.run
+        uvloop = None  # type: ignore[assignment]
     try:
-        runner(run(config, args, tracing))
+        if uvloop is not None:
+            uvloop.run(run(config, args, tracing))
+        else:
+            asyncio.run(run(config, args, tracing))
     except OSError as exc:  # a port in use, an unwritable state dir
         print(f"infergate route: {exc}", file=sys.stderr)
         return 1

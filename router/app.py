@@ -15,6 +15,7 @@ import socket
 from collections.abc import Iterator
 
 import uvicorn
+from opentelemetry import trace
 
 from router.admin import build_admin_app
 from router.lifespan import RouterRuntime
@@ -58,12 +59,12 @@ class RouterServer:
         admin_port: int = 8002,
         *,
         admin_host: str | None = None,
-        tracing: bool = False,
+        tracer: trace.Tracer | None = None,
         rng: random.Random | None = None,
         drain_timeout_s: int = DRAIN_TIMEOUT_S,
     ) -> None:
         self.runtime = runtime
-        self.proxy = ProxyApp(runtime, tracing=tracing, rng=rng)
+        self.proxy = ProxyApp(runtime, tracer=tracer, rng=rng)
         self.admin = build_admin_app(runtime)
         self._sockets = [bind(host, port), bind(admin_host or host, admin_port)]
         self.port = self._sockets[0].getsockname()[1]

@@ -22,7 +22,7 @@ from router.config import RouterConfig, load_config, save_config
 from router.jwks import JwksCache
 from router.keys import KeyStore, load_admin_token
 from router.metrics import RouterMetrics
-from router.table import RoutingTable, build_table
+from router.table import RoutingTable, VersionRoute, build_table
 from router.tokens import TokenService
 from router.upstream import ClientLimits, Replica, Resolver, UpstreamPool, resolve_host
 from scoring import ConfigError
@@ -50,7 +50,7 @@ class RouterRuntime:
         self._env = os.environ if env is None else env
         self.registry = registry if registry is not None else CollectorRegistry()
         self.pool = UpstreamPool(limits, resolver)
-        self.metrics = RouterMetrics(self.registry, lambda: self.table.versions() if self._table else [])
+        self.metrics = RouterMetrics(self.registry, self._live_versions)
         self.keys = KeyStore(self.state_dir)
         self.tokens = TokenService(self.state_dir)
         self.authenticator = Authenticator(self.keys, self.tokens, JwksCache())
@@ -58,6 +58,9 @@ class RouterRuntime:
         self._table: RoutingTable | None = None
         self._lock: asyncio.Lock | None = None
         self.background: set[asyncio.Task[None]] = set()
+
+    def _live_versions(self) -> list[VersionRoute]:
+        return self._table.versions() if self._table is not None else []
 
     @property
     def table(self) -> RoutingTable:

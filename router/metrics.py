@@ -21,8 +21,11 @@ DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class VersionLoad(Protocol):
     """What the gauges need from one live version."""
 
-    endpoint: str
-    name: str
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
 
     def inflight(self) -> int: ...
 

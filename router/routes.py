@@ -40,7 +40,6 @@ DROP_UPSTREAM = frozenset({b"authorization", b"x-forwarded-for", b"x-request-id"
 # Bodies up to this size are sent in one piece; larger or unknown ones are streamed.
 BUFFER_LIMIT = 1 << 20
 _REQUEST_ID_OK = re.compile(rb"[!-~]{1,128}")
-_tracer = trace.get_tracer("infergate.router")
 
 
 class ClientDisconnected(Exception):
@@ -56,12 +55,16 @@ def _json_response_messages(status: int, body: bytes, extra: list[tuple[bytes, b
 
 
 class ProxyApp:
-    """The scoring-port ASGI app. ``tracing``: start a span per request (OpenTelemetry SDK
-    configured); otherwise ``traceparent`` is passed through untouched."""
+    """The scoring-port ASGI app. With a ``tracer``, one span per request, child of the
+    client's ``traceparent``, whose context goes upstream; without one (no exporter configured)
+    ``traceparent`` is passed through untouched, at no cost."""
 
-    def __init__(self, runtime: RouterRuntime, tracing: bool = False, rng: random.Random | None = None) -> None:
+    def __init__(
+        self, runtime: RouterRuntime, tracer: trace.Tracer | None = None, rng: random.Random | None = None
+    ) -> None:
         self.runtime = runtime
-        self.tracing = tracing
+        self.tracer = tracer
+        self.tracing = tracer is not None
         self._randrange = (rng or random.Random()).randrange
         self._random = (rng or random.Random()).random
 
@@ -77,11 +80,11 @@ class ProxyApp:
             await send(start)
             await send(body)
             return
-        if not self.tracing:
+        if self.tracer is None:
             await self._handle(scope, receive, send)
             return
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        with _tracer.start_as_current_span(
+        with self.tracer.start_as_current_span(
             "router.proxy", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
         ) as span:
             span.set_attribute("http.method", scope["method"])

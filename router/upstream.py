@@ -317,7 +317,7 @@ class UpstreamPool:
             limit_per_host=0,
             keepalive_timeout=limits.keepalive_s,
             enable_cleanup_closed=False,
-            ttl_dns_cache=limits.dns_refresh_s,
+            ttl_dns_cache=max(1, int(limits.dns_refresh_s)),
         )
         self._session = aiohttp.ClientSession(
             connector=connector,

@@ -174,6 +174,7 @@ async def router(
     seed: int = 1234,
     limits: ClientLimits = FAST_LIMITS,
     resolver: Resolver = resolve_host,
+    tracer: Any = None,
 ) -> AsyncIterator[RouterServer]:
     path = write_config(tmp_path, endpoints)
     runtime = RouterRuntime(
@@ -183,7 +184,7 @@ async def router(
         limits=limits,
         resolver=resolver,
     )
-    server = RouterServer(runtime, "127.0.0.1", 0, 0, rng=random.Random(seed), drain_timeout_s=2)
+    server = RouterServer(runtime, "127.0.0.1", 0, 0, rng=random.Random(seed), drain_timeout_s=2, tracer=tracer)
     await server.start()
     try:
         yield server

@@ -256,3 +256,30 @@ def test_healthz_and_unknown_paths(tmp_path: Path) -> None:
                 assert a.hits == 0
 
     run(scenario())
+
+
+def test_tracing_span_is_a_child_of_the_callers_traceparent(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    async def scenario() -> None:
+        async with upstreams("a") as (a,):
+            eps = [endpoint("svc", [version("va", a, default=True)])]
+            async with router(tmp_path, eps, tracer=tracer) as server, aiohttp.ClientSession() as session:
+                trace_id = "0af7651916cd43dd8448eb211c80319c"
+                headers = {**key_header(server, "svc"), "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"}
+                async with session.post(scoring_url(server, "svc"), headers=headers) as r:
+                    assert r.status == 200
+                (span,) = exporter.get_finished_spans()
+                assert f"{span.context.trace_id:032x}" == trace_id
+                assert span.parent is not None and f"{span.parent.span_id:016x}" == "b7ad6b7169203331"
+                # Upstream sees the same trace, with the router's span as parent.
+                assert a.headers[-1]["traceparent"] == f"00-{trace_id}-{span.context.span_id:016x}-01"
+
+    run(scenario())
