@@ -196,10 +196,13 @@ def _best(points: dict[str, Measurement], prefix: str, protocol: str) -> Measure
 
 
 def _versus(target: str, ours: Measurement | None, theirs: Measurement | None, factor: float,
-            need_lower_p99: bool = True) -> TargetCheck:
+            need_lower_p99: bool = True, measured_labels: frozenset[str] = frozenset(),
+            wanted: tuple[str, str] = ("", "")) -> TargetCheck:
     if ours is None or theirs is None or ours.result is None or theirs.result is None:
-        missing = "infergate" if ours is None else "the peer"
-        return TargetCheck(target, "-", f"n/a: no error-free point for {missing}")
+        side = wanted[0] if ours is None else wanted[1]
+        if side and not any(label.startswith(side) for label in measured_labels):
+            return TargetCheck(target, "-", f"n/a: {side} not measured in this run")
+        return TargetCheck(target, "-", f"n/a: no error-free point for {side or 'one side'}")
     got = ours.rps / theirs.rps if theirs.rps else 0.0
     p99_ok = ours.result.p99_ms < theirs.result.p99_ms
     measured = f"{got:.2f}x ({ours.label} {ours.rps:,.0f} vs {theirs.label} {theirs.rps:,.0f} req/s"
@@ -217,17 +220,19 @@ def target_checks(measurements: Sequence[Measurement], limits: dict[str, float],
         return best_by_setup([m for m in measurements if m.scenario == (model, rows)], concurrency)
 
     mlp1, mlp32, tiny1 = points("mlp", 1), points("mlp", 32), points("tiny", 1)
+    seen = frozenset(m.label for m in measurements)
     ours = _point(mlp1, "infergate v2-json")
     checks = [
         _versus("mlp 1-row v2 JSON >= 5x AzureML server (best worker count), lower p99", ours,
-                _best(mlp1, "azureml", "score"), 5.0),
+                _best(mlp1, "azureml", "score"), 5.0, True, seen, ("infergate v2-json", "azureml")),
         _versus("mlp 1-row v2 JSON >= 3x Triton (pytriton, v2 JSON), lower p99", ours,
-                _point(mlp1, "pytriton v2-json"), 3.0),
-        _versus("mlp 1-row v2 JSON >= 6x MLServer, lower p99", ours, _point(mlp1, "mlserver v2-json"), 6.0),
+                _point(mlp1, "pytriton v2-json"), 3.0, True, seen, ("infergate v2-json", "pytriton v2-json")),
+        _versus("mlp 1-row v2 JSON >= 6x MLServer, lower p99", ours, _point(mlp1, "mlserver v2-json"), 6.0,
+                True, seen, ("infergate v2-json", "mlserver v2-json")),
         _versus("mlp 1-row v2 JSON, --workers 2 >= 1.4x one process", _point(mlp1, "infergate-w2 v2-json"), ours,
-                1.4, need_lower_p99=False),
+                1.4, False, seen, ("infergate-w2 v2-json", "infergate v2-json")),
         _versus("tiny 1-row v2 JSON >= 0.9x the bare Starlette null reference", _point(tiny1, "infergate v2-json"),
-                _point(tiny1, "null-starlette v2-json"), 0.9, need_lower_p99=False),
+                _point(tiny1, "null-starlette v2-json"), 0.9, False, seen, ("infergate v2-json", "null-starlette v2-json")),
     ]
     for protocol, factor in (("v2-binary", 0.7), ("v2-json", 0.4)):
         target = f"mlp 32-row {protocol} >= {factor}x the in-process limit (rows/s)"

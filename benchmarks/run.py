@@ -274,7 +274,7 @@ def summary_section(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="about 3 minutes: concurrency 8 and 64, 2 s per point")
+    parser.add_argument("--quick", action="store_true", help="about 4 minutes: concurrency 8 and 64, 2 s per point")
     parser.add_argument("--only", action="append", default=[], help="only setups whose name contains this (repeatable)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[], help="override the concurrency levels")
     parser.add_argument("--duration-s", type=float, default=None, help="seconds measured per point")

@@ -96,13 +96,15 @@ def test_targets_are_computed_from_this_runs_points() -> None:
         _scenario("mlp", 32, "infergate", "infergate", "v2-binary", 250, 10),
         _scenario("tiny", 1, "infergate", "infergate", "v2-json", 4600, 10),
         _scenario("tiny", 1, "null-starlette", "reference", "v2-json", 5000, 10),
+        Measurement("infergate", "infergate", "v2-json", "mlp", 32, 64, None, "wrong answer: HTTP 500"),
     ]
     checks = {c.target.split(">=")[1].strip(): c for c in target_checks(points, {"mlp": 10000.0})}
     azure = checks["5x AzureML server (best worker count), lower p99"]
     assert azure.verdict == "met" and azure.measured.startswith("5.56x")
     assert checks["3x Triton (pytriton, v2 JSON), lower p99"].verdict == "missed"
-    assert checks["6x MLServer, lower p99"].verdict.startswith("n/a")
-    assert checks["1.4x one process"].verdict.startswith("n/a")
+    assert checks["6x MLServer, lower p99"].verdict == "n/a: mlserver v2-json not measured in this run"
+    assert checks["1.4x one process"].verdict == "n/a: infergate-w2 v2-json not measured in this run"
     binary = checks["0.7x the in-process limit (rows/s)"]
     assert (binary.verdict, binary.measured.split()[0]) == ("met", "0.80x")
     assert checks["0.9x the bare Starlette null reference"].verdict == "met"
+    assert checks["0.4x the in-process limit (rows/s)"].verdict.startswith("n/a")
