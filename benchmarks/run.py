@@ -261,7 +261,7 @@ def render_markdown(plan: Plan, stamp: str, limits: dict[str, LimitResult], meas
 
 def summary_section(plan: Plan, stamp: str, limits: dict[str, LimitResult], measurements: list[Measurement], results_name: str) -> str:
     c = headline_concurrency(plan)
-    lines = [f"## benchmarks/run.py {'--quick ' if plan.quick else ''}{stamp}", "",
+    lines = [f"## {stamp}: python -m benchmarks.run {' '.join(sys.argv[1:])}".rstrip(), "",
              f"Full tables and plot: [results/{results_name}](results/{results_name}). "
              f"Machine: {machine_description()[0]}. Ratios at concurrency {c} within that one run.", "",
              targets_table(target_checks(measurements, {n: lim.best_rows_per_s for n, lim in limits.items()}, c)), ""]
