@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 from benchmarks.payloads import ModelInfo, Protocol
-from benchmarks.peers import azureml, mlserver, null_app, pytriton
+from benchmarks.peers import azureml, kserve, mlserver, null_app, pytriton
 from benchmarks.peers.venv import ensure_venv, package_version
 from benchmarks.procs import Launch, free_port, http_get, running, running_all
 
-Kind = Literal["null", "infergate", "router", "azureml", "mlserver", "pytriton"]
+Kind = Literal["null", "infergate", "router", "azureml", "mlserver", "pytriton", "kserve"]
 
 #: Same micro-batching policy for every server that batches, so none is tuned better.
 MAX_BATCH_SIZE = 64
@@ -72,6 +72,7 @@ def default_setups(quick: bool) -> list[Setup]:
         Setup("azureml-w2", "azureml", ("score",), workers=2),
         Setup("mlserver", "mlserver", ("v2-json",)),
         Setup("pytriton", "pytriton", ("v2-json", "v2-binary")),
+        Setup("kserve", "kserve", ("v2-json",)),
     ]
     return setups
 
@@ -231,6 +232,14 @@ def serve(setup: Setup, model: ModelInfo, workdir: Path, log_dir: Path) -> Itera
             yield Served(_v2_urls(f"http://127.0.0.1:{ports[0]}", model.name, setup.protocols),
                          commands=(" ".join(launch.argv),))
         return
+    if setup.kind == "kserve":
+        python = ensure_venv(kserve.PEER, kserve.REQUIREMENTS)
+        port = free_port()
+        launch = kserve.launch(python, {model.name: model.path}, workdir, port)
+        with running(launch, log_dir):
+            yield Served(_v2_urls(f"http://127.0.0.1:{port}", model.name, setup.protocols),
+                         commands=(" ".join(launch.argv),))
+        return
     raise ValueError(f"setup.kind: unknown {setup.kind!r}")
 
 
@@ -244,7 +253,7 @@ def versions() -> dict[str, str]:
             found[dist] = md.version(dist)
         except md.PackageNotFoundError:
             found[dist] = "not installed"
-    for peer in (azureml, mlserver, pytriton):
+    for peer in (azureml, mlserver, pytriton, kserve):
         python = Path(__file__).resolve().parent / ".cache" / "venvs" / peer.PEER / "bin" / "python"
         if python.exists():
             found[peer.DISTRIBUTION] = package_version(python, peer.DISTRIBUTION)

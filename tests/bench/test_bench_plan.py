@@ -11,7 +11,7 @@ def test_full_run_covers_every_server_and_concurrency() -> None:
     assert plan.concurrency == (1, 8, 32, 64, 128)
     names = {s.name for s in plan.setups}
     assert {"null-starlette", "infergate", "infergate-nobatch", "infergate-router", "infergate-w2",
-            "azureml-w1", "azureml-w2", "mlserver", "pytriton"} <= names
+            "azureml-w1", "azureml-w2", "mlserver", "pytriton", "kserve"} <= names
     infergate = next(s for s in plan.setups if s.name == "infergate")
     assert infergate.protocols == ("v2-json", "v2-binary", "score")
     assert rows_for(infergate, "mlp", quick=False) == (1, 32)
