@@ -168,9 +168,15 @@ def plot(measurements: Sequence[Measurement], path: Path, title: str) -> bool:
         # The null reference is an order of magnitude above model-bound servers: log scales.
         axes[row][0].set_yscale("log")
         axes[row][1].set_yscale("log")
-        axes[row][0].legend(fontsize=7)
+    # One legend for the figure, below the panels, so no line is hidden behind it.
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours[lab], marker="o", linestyle="-" if lab.startswith("infergate") else "--")
+               for lab in all_labels]
+    fig.legend(handles, all_labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
     fig.suptitle(title)
-    fig.tight_layout()
+    legend_rows = (len(all_labels) + 3) // 4
+    fig.tight_layout(rect=(0, min(0.3, 0.025 * legend_rows + 0.01) / max(1, len(scenarios) / 3), 1, 0.98))
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
