@@ -11,12 +11,9 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from scoring import (
     InferenceFailed,
@@ -36,7 +33,7 @@ from server.config import ServerConfig
 
 with warnings.catch_warnings():  # starlette prefers httpx2; httpx is what we have
     warnings.simplefilter("ignore")
-    from starlette.testclient import TestClient  # noqa: F401  (re-exported)
+    from starlette.testclient import TestClient  # noqa: F401  (re-exported to the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -144,10 +141,6 @@ def assert_json_error(response: Any, status: int, key: str = "error") -> str:
     assert isinstance(doc, dict) and isinstance(doc.get(key), str), doc
     assert "Traceback" not in response.text
     return str(doc[key])
-
-
-def close_enough(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.allclose(a, b, rtol=1e-3, atol=1e-3))
 
 
 def write_models(root: Path, names: list[str]) -> Path:
