@@ -24,6 +24,7 @@ from router.app import RouterServer
 from router.config import RouterConfig, load_config
 from router.lifespan import RouterRuntime
 from router.logs import configure_logging
+from router.state_files import StateFileError
 from router.tracing import configure_tracing
 from scoring import ConfigError
 
@@ -89,7 +90,7 @@ def main(argv: list[str]) -> int:
             uvloop.run(run(config, args, tracing))
         else:
             asyncio.run(run(config, args, tracing))
-    except OSError as exc:  # a port in use, an unwritable state dir
+    except (OSError, StateFileError) as exc:  # a port in use, an unwritable or corrupt state dir
         print(f"infergate route: {exc}", file=sys.stderr)
         return 1
     except ConfigError as exc:

@@ -26,7 +26,13 @@ from typing import Literal
 
 from router.jwks import ALLOWED_ALGORITHMS, JwksCache, JwtIssuer
 from router.keys import KeyStore, UnknownEndpoint
-from router.tokens import ISSUER, MAX_TOKEN_CHARS, TokenRejected, TokenService, unverified_issuer
+from router.tokens import (
+    ISSUER,
+    MAX_TOKEN_CHARS,
+    TokenRejected,
+    TokenService,
+    unverified_issuer,
+)
 
 __all__ = [
     "ALLOWED_ALGORITHMS",
@@ -64,7 +70,9 @@ class AuthFailed(Exception):
     """
 
     def __init__(self, reason: str) -> None:
-        assert reason in AUTH_FAILURE_REASONS, reason
+        if reason not in AUTH_FAILURE_REASONS:
+            # A programming error; the bad value is not echoed (it might be a credential).
+            raise ValueError("AuthFailed: reason must be one of AUTH_FAILURE_REASONS")
         super().__init__(reason)
         self.reason = reason
 
@@ -102,10 +110,12 @@ def _looks_like_jwt(credential: str) -> bool:
 
 def _parse_bearer(authorization: str | None) -> str:
     """The credential of ``Bearer <credential>``; AuthFailed otherwise."""
-    if authorization is None or not authorization.strip():
+    if authorization is None:
         raise AuthFailed("missing")
     if len(authorization) > MAX_AUTHORIZATION_CHARS:
         raise AuthFailed("too_large")
+    if not authorization.strip():
+        raise AuthFailed("missing")
     scheme, _, credential = authorization.strip().partition(" ")
     credential = credential.strip()
     # RFC 7235: the scheme is case-insensitive.
@@ -153,10 +163,16 @@ class Authenticator:
         iss = unverified_issuer(token)
         if iss == ISSUER:
             return self._tokens.verify(token, policy.endpoint, now)
+        # Several entries may share an issuer (one per accepted audience): the first that
+        # verifies wins; if none does, the first one's reason is reported.
+        first: TokenRejected | None = None
         for issuer in policy.issuers:
             if iss == issuer.issuer:
-                return self._jwks.verify(token, issuer, now)
-        raise TokenRejected("wrong_issuer")
+                try:
+                    return self._jwks.verify(token, issuer, now)
+                except TokenRejected as exc:
+                    first = first or exc
+        raise first or TokenRejected("wrong_issuer")
 
     def external_issuers_fresh(self, policy: AuthPolicy) -> bool:
         """True when verifying for ``policy`` needs no JWKS fetch (see ``JwksCache.refresh``)."""

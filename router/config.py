@@ -362,15 +362,6 @@ def load_config(path: Path) -> RouterConfig:
 # --- writing -------------------------------------------------------------------------------
 
 
-def _issuer_to_dict(issuer: JwtIssuer) -> dict[str, Any]:
-    return {
-        "issuer": issuer.issuer,
-        "audience": issuer.audience,
-        "jwks": issuer.jwks,
-        "algorithms": list(issuer.algorithms),
-    }
-
-
 def version_to_dict(version: VersionConfig) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": version.name,
@@ -399,7 +390,7 @@ def endpoint_to_dict(endpoint: EndpointConfig) -> dict[str, Any]:
     if endpoint.mirror is not None:
         out["mirror"] = {"version": endpoint.mirror.version, "percent": endpoint.mirror.percent}
     if endpoint.jwt_issuers:
-        out["jwt_issuers"] = [_issuer_to_dict(i) for i in endpoint.jwt_issuers]
+        out["jwt_issuers"] = [i.to_mapping() for i in endpoint.jwt_issuers]
     return out
 
 

@@ -18,16 +18,25 @@ import asyncio
 import json
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPMessage
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jwt
 from jwt import PyJWK, PyJWKSet
 
-from router.tokens import CLOCK_SKEW_S, ISSUER, MAX_TOKEN_CHARS, TokenRejected, check_times, translate
+from router.tokens import (
+    CLOCK_SKEW_S,
+    ISSUER,
+    MAX_TOKEN_CHARS,
+    TokenRejected,
+    check_times,
+    translate,
+)
 from scoring import ConfigError
 
 __all__ = ["ALLOWED_ALGORITHMS", "JwksCache", "JwksError", "JwtIssuer", "fetch_https", "parse_jwks"]
@@ -44,13 +53,33 @@ class JwksError(Exception):
     """A JWKS could not be fetched or parsed; the message names the source, not key material."""
 
 
+class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to https: a redirect to http would let anyone on the path swap in
+    their own keys."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if not newurl.startswith("https://"):
+            raise JwksError(f"{req.full_url}: redirect to a non-https URL refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def fetch_https(url: str) -> bytes:
-    """GET an https URL with a timeout and a size cap (blocking)."""
+    """GET an https URL (certificate verified, redirects https-only) with a timeout and a size
+    cap. Blocking: call it off the event loop."""
     if not url.startswith("https://"):
         raise JwksError(f"{url}: only https URLs are fetched")
+    opener = urllib.request.build_opener(_HttpsOnlyRedirects())
     request = urllib.request.Request(url, headers={"Accept": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as response:  # noqa: S310 (https only)
+        with opener.open(request, timeout=FETCH_TIMEOUT_S) as response:
             body: bytes = response.read(MAX_JWKS_BYTES + 1)
     except OSError as exc:
         raise JwksError(f"{url}: fetch failed ({type(exc).__name__})") from exc
@@ -82,7 +111,16 @@ def parse_jwks(raw: bytes, source: str) -> PyJWKSet:
 
 # Asymmetric only: a JWKS holds public keys, and an HMAC "public key" is no key at all.
 ALLOWED_ALGORITHMS: tuple[str, ...] = (
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
 )
 _ISSUER_FIELDS = ("issuer", "audience", "jwks", "algorithms", "leeway_s")
 
@@ -119,7 +157,9 @@ class JwtIssuer:
                 raise ConfigError(f"{where}.{name}", "must be a non-empty string", value)
         issuer, audience, jwks = str(data["issuer"]), str(data["audience"]), str(data["jwks"])
         if issuer == ISSUER:
-            raise ConfigError(f"{where}.issuer", f"'{ISSUER}' is reserved for the router's own tokens", issuer)
+            raise ConfigError(
+                f"{where}.issuer", f"'{ISSUER}' is reserved for the router's own tokens", issuer
+            )
         algorithms = data.get("algorithms", ["RS256"])
         if not isinstance(algorithms, list | tuple) or not algorithms:
             raise ConfigError(f"{where}.algorithms", "must be a non-empty list", algorithms)
@@ -131,8 +171,8 @@ class JwtIssuer:
         leeway = data.get("leeway_s", CLOCK_SKEW_S)
         if isinstance(leeway, bool) or not isinstance(leeway, int) or not 0 <= leeway <= 300:
             raise ConfigError(f"{where}.leeway_s", "must be an integer from 0 to 300", leeway)
-        if jwks.startswith("http://"):
-            raise ConfigError(f"{where}.jwks", "must be an https URL or a file", jwks)
+        if jwks.startswith("http://") or (_is_url(jwks) and not urllib.parse.urlsplit(jwks).hostname):
+            raise ConfigError(f"{where}.jwks", "must be an https URL with a host, or a file", jwks)
         if not _is_url(jwks):
             path = Path(jwks)
             if not path.is_absolute():
@@ -145,6 +185,18 @@ class JwtIssuer:
                 raise ConfigError(f"{where}.jwks", str(exc)) from None
             jwks = str(path.resolve())
         return cls(issuer, audience, jwks, tuple(str(a) for a in algorithms), leeway)
+
+    def to_mapping(self) -> dict[str, object]:
+        """The config-file form (``from_mapping`` reads it back; ``jwks`` stays absolute)."""
+        out: dict[str, object] = {
+            "issuer": self.issuer,
+            "audience": self.audience,
+            "jwks": self.jwks,
+            "algorithms": list(self.algorithms),
+        }
+        if self.leeway_s != CLOCK_SKEW_S:
+            out["leeway_s"] = self.leeway_s
+        return out
 
 
 def _is_url(source: str) -> bool:
@@ -159,7 +211,15 @@ class _Entry:
 
 
 class JwksCache:
-    """Key sets by source, cached for ``ttl_s`` seconds of ``clock`` time."""
+    """Key sets by source, cached for ``ttl_s`` seconds of ``clock`` time.
+
+    With ``background=True`` (what the router uses) a URL is never fetched on the caller's
+    thread: ``verify`` answers from the cache (a stale set within ``max_stale_s`` still counts)
+    and starts a fetch in a daemon thread when one is due; a cold cache answers
+    ``jwks_unavailable`` until that fetch lands, so warm it at start-up with ``await refresh()``.
+    With ``background=False`` (the default; simpler to reason about in tests) the fetch happens
+    inline, once, under a lock. Files are always read inline (small and local).
+    """
 
     def __init__(
         self,
@@ -169,14 +229,17 @@ class JwksCache:
         max_stale_s: float = 3600.0,
         fetch: Callable[[str], bytes] = fetch_https,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = False,
     ) -> None:
         self.ttl_s = ttl_s
         self.min_refetch_s = min_refetch_s
         self.max_stale_s = max_stale_s
+        self.background = background
         self._fetch = fetch
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, threading.Thread] = {}
 
     def _read(self, source: str) -> PyJWKSet:
         raw = self._fetch(source) if _is_url(source) else self._read_file(source)
@@ -189,33 +252,67 @@ class JwksCache:
         except OSError as exc:
             raise JwksError(f"{source}: cannot read ({exc.strerror})") from None
 
-    def _load(self, source: str, force: bool) -> PyJWKSet | None:
+    def _usable(self, entry: _Entry | None, now: float) -> PyJWKSet | None:
+        """The entry's keys unless it is past ``ttl_s + max_stale_s``: a set the source stopped
+        confirming keeps working for a while (availability), not forever (revocation)."""
+        if entry is None or entry.keys is None or now - entry.fetched_at >= self.ttl_s + self.max_stale_s:
+            return None
+        return entry.keys
+
+    def _store(self, source: str, keys: PyJWKSet | None, tried_at: float) -> None:
+        """Record a fetch attempt (caller holds the lock)."""
+        old = self._entries.get(source)
+        if keys is not None:
+            self._entries[source] = _Entry(keys, tried_at, tried_at)
+        else:
+            self._entries[source] = _Entry(
+                old.keys if old else None, old.fetched_at if old else float("-inf"), tried_at
+            )
+
+    def _fetch_in_background(self, source: str) -> None:
+        started = self._clock()
+        try:
+            keys: PyJWKSet | None = self._read(source)
+        except JwksError:
+            keys = None
+        with self._lock:
+            self._store(source, keys, started)
+            self._inflight.pop(source, None)
+
+    def _load(self, source: str, force: bool, wait: bool = False) -> PyJWKSet | None:
         """The key set for ``source``, (re)fetching when stale, or when ``force`` and allowed.
 
-        Held under one lock: concurrent callers wait for one fetch instead of each fetching.
+        A fetch happens at most once per ``min_refetch_s`` per source, whoever asks.
         """
         with self._lock:
             now = self._clock()
             entry = self._entries.get(source)
             if entry is not None:
-                age = now - entry.fetched_at
-                if entry.keys is not None and age < self.ttl_s and not force:
+                fresh = entry.keys is not None and now - entry.fetched_at < self.ttl_s
+                if fresh and not force:
                     return entry.keys
-                if now - entry.tried_at < self.min_refetch_s:
-                    # Tried recently (and failed, or a forced re-fetch): don't hammer the source.
-                    return entry.keys if age < self.ttl_s + self.max_stale_s else None
+                if now - entry.tried_at < self.min_refetch_s or source in self._inflight:
+                    return self._usable(entry, now)
+            if self.background and not wait and _is_url(source):
+                self._store(source, None, now)  # counts as tried: no second thread for a while
+                thread = threading.Thread(
+                    target=self._fetch_in_background, args=(source,), name="infergate-jwks", daemon=True
+                )
+                self._inflight[source] = thread
+                thread.start()
+                return self._usable(entry, now)
+            # Inline, under the lock: concurrent callers wait for this one fetch.
             try:
-                keys = self._read(source)
+                keys: PyJWKSet | None = self._read(source)
             except JwksError:
-                if entry is None:
-                    self._entries[source] = _Entry(None, float("-inf"), now)
-                    return None
-                self._entries[source] = _Entry(entry.keys, entry.fetched_at, now)
-                # The source is down: keep the last good set for a while (availability), but
-                # not forever (a key the provider revoked must stop working eventually).
-                return entry.keys if now - entry.fetched_at < self.ttl_s + self.max_stale_s else None
-            self._entries[source] = _Entry(keys, now, now)
-            return keys
+                keys = None
+            self._store(source, keys, now)
+            return keys if keys is not None else self._usable(entry, now)
+
+    def join(self, timeout_s: float = 10.0) -> None:
+        """Wait for background fetches in flight (tests; shutdown)."""
+        for thread in list(self._inflight.values()):
+            thread.join(timeout_s)
 
     def is_fresh(self, issuer: JwtIssuer) -> bool:
         """True when ``verify`` for this issuer would not need to fetch."""
@@ -224,15 +321,11 @@ class JwksCache:
 
     async def refresh(self, issuer: JwtIssuer) -> None:
         """Warm or refresh the issuer's key set in a worker thread (never blocks the loop)."""
-        await asyncio.to_thread(self._load, issuer.jwks, False)
+        await asyncio.to_thread(self._load, issuer.jwks, False, True)
 
     def _candidates(self, keys: PyJWKSet, kid: str | None, alg: str) -> list[PyJWK]:
         kty = _KTY_FOR_ALG_PREFIX.get(alg[:2])
-        return [
-            key
-            for key in keys.keys
-            if key.key_type == kty and (kid is None or key.key_id == kid)
-        ]
+        return [key for key in keys.keys if key.key_type == kty and (kid is None or key.key_id == kid)]
 
     def verify(self, token: str, issuer: JwtIssuer, now: float) -> dict[str, object]:
         """The verified claims of ``token`` from ``issuer``; raises TokenRejected."""
@@ -284,7 +377,8 @@ class JwksCache:
         raise last
 
 
-_OPTIONS: Mapping[str, Any] = {
+# Times are checked by check_times against the caller's clock; PyJWT checks the rest.
+_OPTIONS: Any = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,

@@ -17,6 +17,7 @@ import re
 import secrets
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,9 @@ from router.state_files import (
     atomic_create,
     atomic_write,
     ensure_private_dir,
+    exclusive,
     read_json,
+    remove_stale_temps,
 )
 from scoring import ConfigError
 
@@ -53,12 +56,15 @@ _KEY_RE = re.compile(r"[!-~]{16,256}")
 MIN_ADMIN_TOKEN_CHARS = 16
 
 
-class InvalidKeyRequest(ValueError):
-    """A regenerate request is invalid. ``field`` is ``keyType`` or ``keyValue`` (400 in the API)."""
+class InvalidKeyRequest(ConfigError, ValueError):
+    """A regenerate request is invalid. ``field`` is ``keyType`` or ``keyValue``.
+
+    A ConfigError, so the router's status table answers 400 naming the field; also a ValueError.
+    The message never contains the offered key value.
+    """
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
-        self.field = field
+        super().__init__(field, problem)
         self.problem = problem
 
 
@@ -113,15 +119,25 @@ class EndpointKeys:
 class KeyStore:
     """Every endpoint's keys, held in memory and persisted to ``<state_dir>/keys.json``.
 
-    Thread-safe: mutations take a lock and write the file before the in-memory table changes, so
-    a failed write leaves both the file and the live keys as they were.
+    The file is the source of truth. Mutations take a thread lock and an advisory file lock,
+    re-read the file, change it, write it, and only then swap the in-memory table, so a failed
+    write leaves both the file and the live keys as they were, and two processes sharing a state
+    dir do not undo each other's changes (each sees the other's after ``reload``). Mutations block
+    on disk I/O (fsync): call them off the event loop. ``get`` only reads memory.
     """
 
     def __init__(self, state_dir: Path) -> None:
         self._dir = Path(state_dir)
         self._path = self._dir / KEYS_FILE
         self._lock = threading.Lock()
+        if self._dir.is_dir():
+            remove_stale_temps(self._path)
         self._keys: dict[str, EndpointKeys] = self._load()
+
+    def reload(self) -> None:
+        """Re-read the file (e.g. on SIGHUP, or after another process changed it)."""
+        with self._lock:
+            self._keys = self._load()
 
     @property
     def path(self) -> Path:
@@ -141,12 +157,17 @@ class KeyStore:
                 and isinstance(entry.get("primary"), str)
                 and isinstance(entry.get("secondary"), str)
             ):
-                raise StateFileError(f"{self._path}: endpoint '{name}' needs 'primary' and 'secondary' strings")
+                raise StateFileError(
+                    f"{self._path}: endpoint '{name}' needs 'primary' and 'secondary' strings"
+                )
             table[name] = EndpointKeys(entry["primary"], entry["secondary"])
         return table
 
-    def _save(self, table: Mapping[str, EndpointKeys]) -> None:
+    def _exclusive(self) -> AbstractContextManager[None]:
         ensure_private_dir(self._dir)
+        return exclusive(self._path)
+
+    def _save(self, table: Mapping[str, EndpointKeys]) -> None:
         doc = {
             "version": 1,
             "endpoints": {
@@ -163,13 +184,13 @@ class KeyStore:
         existing = self._keys.get(endpoint)
         if existing is not None:
             return existing
-        with self._lock:
-            existing = self._keys.get(endpoint)
-            if existing is not None:
-                return existing
-            keys = EndpointKeys(_generate_key(), _generate_key())
-            table = {**self._keys, endpoint: keys}
-            self._save(table)
+        with self._lock, self._exclusive():
+            table = self._load()
+            keys = table.get(endpoint)  # another process may have made them meanwhile
+            if keys is None:
+                keys = EndpointKeys(_generate_key(), _generate_key())
+                table[endpoint] = keys
+                self._save(table)
             self._keys = table
             return keys
 
@@ -191,25 +212,31 @@ class KeyStore:
         if value is not None and (not isinstance(value, str) or _KEY_RE.fullmatch(value) is None):
             # The value is a secret: the message describes the rule, never echoes the input.
             raise InvalidKeyRequest("keyValue", "must be 16 to 256 visible ASCII characters without spaces")
-        with self._lock:
-            current = self.get(endpoint)
+        with self._lock, self._exclusive():
+            table = self._load()
+            current = table.get(endpoint)
+            if current is None:
+                raise UnknownEndpoint(endpoint)
             other = current.secondary if key_type == "Primary" else current.primary
             if value is not None and hmac.compare_digest(_as_bytes(value), _as_bytes(other)):
                 raise InvalidKeyRequest("keyValue", "must differ from the other key")
             new = value if value is not None else _generate_key()
-            keys = EndpointKeys(new, current.secondary) if key_type == "Primary" else EndpointKeys(current.primary, new)
-            table = {**self._keys, endpoint: keys}
+            keys = (
+                EndpointKeys(new, current.secondary)
+                if key_type == "Primary"
+                else EndpointKeys(current.primary, new)
+            )
+            table[endpoint] = keys
             self._save(table)
             self._keys = table
             return keys
 
     def remove(self, endpoint: str) -> None:
         """Forget the endpoint's keys (no error if it has none)."""
-        with self._lock:
-            if endpoint not in self._keys:
-                return
-            table = {k: v for k, v in self._keys.items() if k != endpoint}
-            self._save(table)
+        with self._lock, self._exclusive():
+            table = self._load()
+            if table.pop(endpoint, None) is not None:
+                self._save(table)
             self._keys = table
 
 
@@ -224,8 +251,12 @@ def load_admin_token(state_dir: Path, env: Mapping[str, str]) -> str:
     from_env = env.get(ADMIN_TOKEN_ENV)
     if from_env is not None:
         token = from_env.strip()
-        if len(token) < MIN_ADMIN_TOKEN_CHARS:
-            raise ConfigError(ADMIN_TOKEN_ENV, f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters")
+        if _KEY_RE.fullmatch(token) is None:
+            # It must survive `Authorization: Bearer <token>`; the value is not echoed.
+            raise ConfigError(
+                ADMIN_TOKEN_ENV,
+                f"must be {MIN_ADMIN_TOKEN_CHARS} to 256 visible ASCII characters without spaces",
+            )
         return token
     state_dir = Path(state_dir)
     path = state_dir / ADMIN_TOKEN_FILE
@@ -236,8 +267,10 @@ def load_admin_token(state_dir: Path, env: Mapping[str, str]) -> str:
         token = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise StateFileError(f"{path}: cannot read admin token ({type(exc).__name__})") from None
-    if len(token) < MIN_ADMIN_TOKEN_CHARS:
-        raise StateFileError(f"{path}: admin token must be at least {MIN_ADMIN_TOKEN_CHARS} characters")
+    if _KEY_RE.fullmatch(token) is None:
+        raise StateFileError(
+            f"{path}: admin token must be {MIN_ADMIN_TOKEN_CHARS} to 256 visible ASCII characters without spaces"
+        )
     if os.stat(path).st_mode & 0o077:
         # Someone loosened it (or created it by hand): a readable admin token is a leaked one.
         os.chmod(path, 0o600)

@@ -53,7 +53,8 @@ class RouterRuntime:
         self.metrics = RouterMetrics(self.registry, self._live_versions)
         self.keys = KeyStore(self.state_dir)
         self.tokens = TokenService(self.state_dir)
-        self.authenticator = Authenticator(self.keys, self.tokens, JwksCache())
+        # background=True: a JWKS URL is never fetched on the event loop's thread.
+        self.authenticator = Authenticator(self.keys, self.tokens, JwksCache(background=True))
         self.admin_token = ""
         self._table: RoutingTable | None = None
         self._lock: asyncio.Lock | None = None
@@ -76,6 +77,17 @@ class RouterRuntime:
         for endpoint in self.config.endpoints:
             self.keys.ensure(endpoint.name)
         self._table = await build_table(self.config, self.pool)
+        await self._warm_issuers(self._table)
+
+    async def _warm_issuers(self, table: RoutingTable) -> None:
+        """Fetch external JWKS before traffic needs them (a failure is logged, not fatal:
+        tokens from that issuer answer 401 jwks_unavailable until a background fetch lands)."""
+        for route in table.endpoints.values():
+            if route.policy.token_auth_enabled and route.policy.issuers:
+                try:
+                    await self.authenticator.refresh_issuers(route.policy)
+                except Exception as exc:  # noqa: BLE001 -- any fetch failure: keep starting
+                    log.warning("cannot fetch the JWKS of endpoint %s: %s", route.config.name, type(exc).__name__)
 
     async def close(self) -> None:
         for task in list(self.background):
@@ -103,11 +115,13 @@ class RouterRuntime:
             await self._apply_locked(edit(self.config), persist=True)
 
     async def _apply_locked(self, config: RouterConfig, persist: bool) -> None:
+        # File writes (fsync) go to a worker thread: nothing blocks the loop serving traffic.
         for endpoint in config.endpoints:
-            self.keys.ensure(endpoint.name)
+            await asyncio.to_thread(self.keys.ensure, endpoint.name)
         table = await build_table(config, self.pool)
+        await self._warm_issuers(table)
         if persist and self.config.path is not None:
-            save_config(config, self.config.path)
+            await asyncio.to_thread(save_config, config, self.config.path)
         config = RouterConfig(config.endpoints, path=self.config.path)
         self.config = config
         self._table = RoutingTable(config=config, endpoints=table.endpoints)

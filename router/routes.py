@@ -33,6 +33,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 PREFIX = "/api/v1/service/"
+_PREFIX_BYTES = PREFIX.encode()
 PIN_HEADER = b"azureml-model-deployment"
 REQUEST_ID_HEADER = b"x-request-id"
 # Never forwarded: scoring containers do not see credentials.
@@ -142,10 +143,10 @@ class ProxyApp:
             await self._send_error(send, exc, route, version, request_id)
 
     async def _authenticate(self, route: EndpointRoute, authorization: bytes | None) -> None:
+        # External key sets are fetched in the background (JwksCache(background=True)); verify
+        # never blocks the loop on the network.
         authenticator = self.runtime.authenticator
         policy = route.policy
-        if policy.issuers and policy.token_auth_enabled and not authenticator.external_issuers_fresh(policy):
-            await authenticator.refresh_issuers(policy)  # fetched off the loop
         header = authorization.decode("latin-1") if authorization is not None else None
         try:
             authenticator.verify(header, policy, time.time())
@@ -211,7 +212,12 @@ class ProxyApp:
             headers = [(k, v) for k, v in headers if k not in drop]
             headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in carrier.items()]
 
-        target = "/" + rest
+        # Forward the path as the client encoded it (a %2F stays %2F), when the server kept it.
+        raw_path: bytes | None = scope.get("raw_path")
+        if raw_path is not None and raw_path.startswith(_PREFIX_BYTES):
+            target = "/" + raw_path[len(_PREFIX_BYTES) :].partition(b"/")[2].decode("latin-1")
+        else:
+            target = "/" + rest
         query: bytes = scope.get("query_string", b"")
         if query:
             target += "?" + query.decode("latin-1")

@@ -10,12 +10,23 @@ others, not even for a moment.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["StateFileError", "atomic_create", "atomic_write", "ensure_private_dir", "read_json"]
+__all__ = [
+    "StateFileError",
+    "atomic_create",
+    "atomic_write",
+    "ensure_private_dir",
+    "exclusive",
+    "read_json",
+    "remove_stale_temps",
+]
 
 
 class StateFileError(ValueError):
@@ -104,7 +115,41 @@ def read_json(path: Path) -> object | None:
     except OSError as exc:
         raise StateFileError(f"{path}: cannot read state file ({exc.strerror})") from None
     try:
-        return json.loads(raw)
+        doc: object = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         # No chaining: the decoder's message quotes part of the document, which may be a secret.
         raise StateFileError(f"{path}: not valid JSON") from None
+    return doc
+
+
+@contextlib.contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock for read-modify-write of ``path`` across processes.
+
+    The lock lives in a hidden ``.<name>.lock`` next to ``path`` (the state file itself is
+    replaced on every write, so it cannot carry a lock). Blocking: call off the event loop.
+    """
+    path = Path(path)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def remove_stale_temps(path: Path, older_than_s: float = 60.0) -> int:
+    """Delete temporary files a killed writer of ``path`` left behind; return how many.
+
+    Only ``.<name>.*.tmp`` files older than ``older_than_s`` go, so a write in progress in
+    another process is left alone.
+    """
+    path = Path(path)
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+    return removed

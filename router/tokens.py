@@ -20,12 +20,20 @@ import json
 import secrets
 import threading
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import jwt
 
-from router.state_files import StateFileError, atomic_write, ensure_private_dir, read_json
+from router.state_files import (
+    StateFileError,
+    atomic_write,
+    ensure_private_dir,
+    exclusive,
+    read_json,
+    remove_stale_temps,
+)
 
 __all__ = [
     "CLOCK_SKEW_S",
@@ -110,7 +118,8 @@ def translate(exc: jwt.PyJWTError) -> TokenRejected:
 
 
 # Times are checked by check_times against the caller's clock; PyJWT checks the rest.
-_DECODE_OPTIONS: dict[str, Any] = {
+# Typed Any: PyJWT's own ``Options`` TypedDict only exists in recent releases.
+_DECODE_OPTIONS: Any = {
     "verify_signature": True,
     "verify_exp": False,
     "verify_nbf": False,
@@ -131,7 +140,18 @@ class TokenService:
         self._path = self._dir / SECRETS_FILE
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
+        if self._dir.is_dir():
+            remove_stale_temps(self._path)
         self._secrets: dict[str, bytes] = self._load()
+
+    def reload(self) -> None:
+        """Re-read the secrets file (e.g. on SIGHUP, or after another process changed it)."""
+        with self._lock:
+            self._secrets = self._load()
+
+    def _exclusive(self) -> AbstractContextManager[None]:
+        ensure_private_dir(self._dir)
+        return exclusive(self._path)
 
     def _load(self) -> dict[str, bytes]:
         data = read_json(self._path)
@@ -152,11 +172,11 @@ class TokenService:
         return table
 
     def _save(self, table: Mapping[str, bytes]) -> None:
-        ensure_private_dir(self._dir)
         doc = {
             "version": 1,
             "endpoints": {
-                name: base64.urlsafe_b64encode(secret).decode("ascii") for name, secret in sorted(table.items())
+                name: base64.urlsafe_b64encode(secret).decode("ascii")
+                for name, secret in sorted(table.items())
             },
         }
         atomic_write(self._path, json.dumps(doc, indent=2).encode() + b"\n", 0o600)
@@ -165,14 +185,20 @@ class TokenService:
         secret = self._secrets.get(endpoint)
         if secret is not None or not create:
             return secret
-        with self._lock:
-            secret = self._secrets.get(endpoint)
+        with self._lock, self._exclusive():
+            table = self._load()
+            secret = table.get(endpoint)  # another process may have made it meanwhile
             if secret is None:
                 secret = secrets.token_bytes(64)
-                table = {**self._secrets, endpoint: secret}
+                table[endpoint] = secret
                 self._save(table)
-                self._secrets = table
+            self._secrets = table
             return secret
+
+    def ensure(self, endpoint: str) -> None:
+        """Make the endpoint's secret now (at start-up), so that every router process sharing
+        the state dir verifies tokens any of them issues."""
+        self._secret(endpoint, create=True)
 
     def issue(self, endpoint: str, now: float) -> dict[str, object]:
         """A fresh token for ``endpoint``: ``{"accessToken", "tokenType", "expiryOn", "refreshAfter"}``.
@@ -224,16 +250,16 @@ class TokenService:
 
     def remove(self, endpoint: str) -> None:
         """Forget the endpoint's secret: every token issued for it stops verifying."""
-        with self._lock:
-            if endpoint not in self._secrets:
-                return
-            table = {k: v for k, v in self._secrets.items() if k != endpoint}
-            self._save(table)
+        with self._lock, self._exclusive():
+            table = self._load()
+            if table.pop(endpoint, None) is not None:
+                self._save(table)
             self._secrets = table
 
     def rotate(self, endpoint: str) -> None:
         """Replace the endpoint's secret: every token issued so far stops verifying."""
-        with self._lock:
-            table = {**self._secrets, endpoint: secrets.token_bytes(64)}
+        with self._lock, self._exclusive():
+            table = self._load()
+            table[endpoint] = secrets.token_bytes(64)
             self._save(table)
             self._secrets = table

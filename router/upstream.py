@@ -255,7 +255,9 @@ class UpstreamResponse:
         self._response = response
         self.status = response.status
         raw = response.raw_headers
-        dropped = HOP_BY_HOP | _connection_tokens(raw)
+        dropped = HOP_BY_HOP
+        if "Connection" in response.headers:  # case-insensitive
+            dropped = HOP_BY_HOP | _connection_tokens(raw)
         self.headers = [(k.lower(), v) for k, v in raw if k.lower() not in dropped]
 
     @property
@@ -285,10 +287,12 @@ def _connection_tokens(raw: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
-def filter_request_headers(raw: Iterable[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
-    """The client's headers minus hop-by-hop ones, ``Host`` and whatever ``drop`` names."""
-    raw = list(raw)
-    dropped = HOP_BY_HOP | drop | _connection_tokens(raw) | {b"host"}
+def filter_request_headers(raw: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    """The client's headers (lower-case names, as ASGI gives them) minus hop-by-hop ones,
+    ``Host`` and whatever ``drop`` names."""
+    dropped = HOP_BY_HOP | drop | {b"host"}
+    if any(k == b"connection" for k, _ in raw):
+        dropped |= _connection_tokens(raw)
     return [(k, v) for k, v in raw if k not in dropped]
 
 

@@ -70,6 +70,7 @@ class Upstream:
                 Route("/stream", self._stream, methods=["GET", "POST"]),
                 Route("/echo", self._echo, methods=["POST"]),
                 Route("/v2/health/ready", self._health, methods=["GET"]),
+                Route("/raw/{rest:path}", self._raw, methods=["GET", "POST"]),
             ]
         )
         config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, timeout_graceful_shutdown=1)
@@ -131,6 +132,10 @@ class Upstream:
         self._record(request)
         body = b"".join([chunk async for chunk in request.stream()])
         return Response(body, media_type="application/octet-stream")
+
+    async def _raw(self, request: Request) -> Response:
+        self._record(request)
+        return JSONResponse({"raw_path": request.scope["raw_path"].decode("latin-1"), "query": request.url.query})
 
     async def _health(self, request: Request) -> Response:
         self.health_checks += 1

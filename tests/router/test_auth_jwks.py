@@ -7,7 +7,10 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import io
 import json
+import threading
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,7 +69,15 @@ def issuer(jwks_file: Path) -> JwtIssuer:
 
 
 def _claims(**over: Any) -> dict[str, Any]:
-    return {"iss": ISS, "aud": AUD, "sub": "user-1", "iat": int(NOW), "nbf": int(NOW), "exp": int(NOW) + 600, **over}
+    return {
+        "iss": ISS,
+        "aud": AUD,
+        "sub": "user-1",
+        "iat": int(NOW),
+        "nbf": int(NOW),
+        "exp": int(NOW) + 600,
+        **over,
+    }
 
 
 def _b64(data: bytes) -> str:
@@ -85,7 +96,9 @@ def _reason(cache: JwksCache, token: str, issuer: JwtIssuer, now: float = NOW) -
 
 def test_from_mapping_resolves_relative_file(tmp_path: Path, jwks_file: Path) -> None:
     got = JwtIssuer.from_mapping(
-        {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["RS256"]}, "endpoints[0].jwt_issuers[0]", tmp_path
+        {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["RS256"]},
+        "endpoints[0].jwt_issuers[0]",
+        tmp_path,
     )
     assert got == JwtIssuer(ISS, AUD, str(jwks_file.resolve()), ("RS256",))
 
@@ -104,6 +117,7 @@ def test_from_mapping_url_and_defaults(tmp_path: Path) -> None:
         ({"algorithms": []}, "w.algorithms"),
         ({"algorithms": "RS256"}, "w.algorithms"),
         ({"jwks": "http://login.example.com/keys"}, "w.jwks"),
+        ({"jwks": "https:///keys"}, "w.jwks"),
         ({"jwks": "missing.json"}, "w.jwks"),
         ({"jwks": "bad.json"}, "w.jwks"),
         ({"issuer": ""}, "w.issuer"),
@@ -113,12 +127,21 @@ def test_from_mapping_url_and_defaults(tmp_path: Path) -> None:
         ({"surprise": 1}, "w.surprise"),
     ],
 )
-def test_from_mapping_errors_name_the_field(tmp_path: Path, jwks_file: Path, change: dict[str, Any], field: str) -> None:
+def test_from_mapping_errors_name_the_field(
+    tmp_path: Path, jwks_file: Path, change: dict[str, Any], field: str
+) -> None:
     (tmp_path / "bad.json").write_text('{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}')
     data = {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["RS256"], **change}
     with pytest.raises(ConfigError) as info:
         JwtIssuer.from_mapping(data, "w", tmp_path)
     assert info.value.field == field
+
+
+def test_to_mapping_round_trips(tmp_path: Path, jwks_file: Path) -> None:
+    data = {"issuer": ISS, "audience": AUD, "jwks": "jwks.json", "algorithms": ["ES256"], "leeway_s": 5}
+    got = JwtIssuer.from_mapping(data, "w", tmp_path)
+    assert JwtIssuer.from_mapping(got.to_mapping(), "w", Path("/elsewhere")) == got
+    assert "leeway_s" not in JwtIssuer(ISS, AUD, URL).to_mapping()
 
 
 def test_from_mapping_missing_field(tmp_path: Path) -> None:
@@ -130,7 +153,9 @@ def test_from_mapping_missing_field(tmp_path: Path) -> None:
 # --- verification ---------------------------------------------------------------------------
 
 
-def test_rs256_and_es256_accepted(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey) -> None:
+def test_rs256_and_es256_accepted(
+    issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, ec_key: ec.EllipticCurvePrivateKey
+) -> None:
     cache = JwksCache()
     rs = jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
     es = jwt.encode(_claims(), ec_key, algorithm="ES256", headers={"kid": "ec-1"})
@@ -156,7 +181,9 @@ def test_alg_none_refused(issuer: JwtIssuer) -> None:
 
 def test_hs256_signed_with_rsa_public_key_refused(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey) -> None:
     """The classic key-confusion attack: HMAC keyed with the public key the verifier holds."""
-    pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    pem = rsa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     head = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "rsa-1"}).encode())
     body = _b64(json.dumps(_claims()).encode())
     sig = hmac.new(pem, f"{head}.{body}".encode(), hashlib.sha256).digest()
@@ -164,7 +191,9 @@ def test_hs256_signed_with_rsa_public_key_refused(issuer: JwtIssuer, rsa_key: rs
     assert _reason(JwksCache(), token, issuer) == "invalid_token"
     # Even an issuer misconfigured to list an HMAC algorithm could not be built.
     with pytest.raises(ConfigError):
-        JwtIssuer.from_mapping({"issuer": ISS, "audience": AUD, "jwks": URL, "algorithms": ["HS256"]}, "w", Path("."))
+        JwtIssuer.from_mapping(
+            {"issuer": ISS, "audience": AUD, "jwks": URL, "algorithms": ["HS256"]}, "w", Path(".")
+        )
 
 
 def test_bad_signature_refused(issuer: JwtIssuer, rsa_key2: rsa.RSAPrivateKey) -> None:
@@ -192,7 +221,9 @@ def test_tampered_payload_refused(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey)
         ({k: v for k, v in _claims().items() if k != "aud"}, NOW, "invalid_token"),
     ],
 )
-def test_claims_checked(issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, claims: dict[str, Any], now: float, reason: str) -> None:
+def test_claims_checked(
+    issuer: JwtIssuer, rsa_key: rsa.RSAPrivateKey, claims: dict[str, Any], now: float, reason: str
+) -> None:
     token = jwt.encode(claims, rsa_key, algorithm="RS256", headers={"kid": "rsa-1"})
     assert _reason(JwksCache(), token, issuer, now) == reason
 
@@ -271,7 +302,9 @@ def test_url_fetched_once_and_cached_for_ttl(rsa_key: rsa.RSAPrivateKey) -> None
     assert len(fetch.urls) == 2
 
 
-def test_unknown_kid_refetches_once_rate_limited(rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey) -> None:
+def test_unknown_kid_refetches_once_rate_limited(
+    rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey
+) -> None:
     cache, fetch, clock, issuer = _url_setup(rsa_key)
     cache.verify(_token(rsa_key, "rsa-1"), issuer, NOW)
     # The provider rotates in a new key: the first token with its kid triggers one re-fetch.
@@ -317,7 +350,9 @@ def test_refresh_warms_cache_off_the_loop(rsa_key: rsa.RSAPrivateKey) -> None:
     assert fetch.urls == [URL]
 
 
-def test_file_source_reread_after_ttl(tmp_path: Path, rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey) -> None:
+def test_file_source_reread_after_ttl(
+    tmp_path: Path, rsa_key: rsa.RSAPrivateKey, rsa_key2: rsa.RSAPrivateKey
+) -> None:
     path = tmp_path / "jwks.json"
     path.write_bytes(_jwks((rsa_key, "rsa-1")))
     clock = FakeClock()
@@ -337,3 +372,121 @@ def test_fetch_https_refuses_plain_http() -> None:
 
     with pytest.raises(JwksError):
         fetch_https("http://127.0.0.1:1/keys")
+
+
+def test_redirect_to_plain_http_refused() -> None:
+    import io
+    import urllib.request
+    from http.client import HTTPMessage
+
+    from router.jwks import JwksError, _HttpsOnlyRedirects
+
+    handler = _HttpsOnlyRedirects()
+    req = urllib.request.Request(URL)
+    with pytest.raises(JwksError):
+        handler.redirect_request(req, io.BytesIO(), 302, "Found", HTTPMessage(), "http://evil.example.com/k")
+    followed = handler.redirect_request(
+        req, io.BytesIO(), 302, "Found", HTTPMessage(), "https://cdn.example.com/k"
+    )
+    assert followed is not None and followed.full_url == "https://cdn.example.com/k"
+
+
+class _FakeResponse(io.BytesIO):
+    pass
+
+
+class _FakeOpener:
+    def __init__(self, body: bytes | None) -> None:
+        self.body = body
+        self.requests: list[tuple[str, float]] = []
+
+    def open(self, request: urllib.request.Request, timeout: float) -> _FakeResponse:
+        self.requests.append((request.full_url, timeout))
+        if self.body is None:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return _FakeResponse(self.body)
+
+
+def _patch_opener(monkeypatch: pytest.MonkeyPatch, body: bytes | None) -> _FakeOpener:
+    opener = _FakeOpener(body)
+    monkeypatch.setattr(urllib.request, "build_opener", lambda *handlers: opener)
+    return opener
+
+
+def test_default_fetch_over_https_url_path(
+    monkeypatch: pytest.MonkeyPatch, rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """The real fetch_https code path, with the opener faked (no network)."""
+    opener = _patch_opener(monkeypatch, _jwks((rsa_key, "rsa-1")))
+    cache = JwksCache()  # default fetch: fetch_https
+    issuer = JwtIssuer(ISS, AUD, URL, ("RS256",))
+    assert cache.verify(_token(rsa_key, "rsa-1"), issuer, NOW)["sub"] == "user-1"
+    assert opener.requests == [(URL, 5.0)]
+
+
+def test_fetch_https_caps_size_and_hides_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.jwks import MAX_JWKS_BYTES, JwksError, fetch_https
+
+    _patch_opener(monkeypatch, b"x" * (MAX_JWKS_BYTES + 1))
+    with pytest.raises(JwksError, match="larger than"):
+        fetch_https(URL)
+    _patch_opener(monkeypatch, None)
+    with pytest.raises(JwksError, match="ConnectionRefusedError"):
+        fetch_https(URL)
+
+
+class GatedFetch(FakeFetch):
+    """A fetch that blocks until the test opens the gate: proves callers do not wait on it."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body)
+        self.gate = threading.Event()
+
+    def __call__(self, url: str) -> bytes:
+        assert self.gate.wait(30), "gate never opened"
+        return super().__call__(url)
+
+
+def _background_setup(rsa_key: rsa.RSAPrivateKey) -> tuple[JwksCache, GatedFetch, FakeClock, JwtIssuer]:
+    fetch = GatedFetch(_jwks((rsa_key, "rsa-1")))
+    clock = FakeClock()
+    cache = JwksCache(ttl_s=300, min_refetch_s=30, fetch=fetch, clock=clock, background=True)
+    return cache, fetch, clock, JwtIssuer(ISS, AUD, URL, ("RS256",))
+
+
+def test_background_cold_cache_answers_unavailable_without_waiting(rsa_key: rsa.RSAPrivateKey) -> None:
+    cache, fetch, _, issuer = _background_setup(rsa_key)
+    token = _token(rsa_key, "rsa-1")
+    # The fetch is blocked on the gate; verify must not be.
+    assert _reason(cache, token, issuer) == "jwks_unavailable"
+    assert _reason(cache, token, issuer) == "jwks_unavailable"  # one fetch in flight, not two
+    fetch.gate.set()
+    cache.join()
+    assert cache.verify(token, issuer, NOW)["sub"] == "user-1"
+    assert fetch.urls == [URL]
+
+
+def test_background_stale_set_keeps_serving_while_refetching(rsa_key: rsa.RSAPrivateKey) -> None:
+    cache, fetch, clock, issuer = _background_setup(rsa_key)
+    fetch.gate.set()
+    asyncio.run(cache.refresh(issuer))  # warm-up, as the router does at start-up
+    assert fetch.urls == [URL]
+    fetch.gate.clear()
+    clock.t += 301  # stale
+    token = _token(rsa_key, "rsa-1")
+    assert cache.verify(token, issuer, NOW)["sub"] == "user-1"  # answered while the fetch waits
+    assert not cache.is_fresh(issuer)
+    fetch.gate.set()
+    cache.join()
+    assert len(fetch.urls) == 2 and cache.is_fresh(issuer)
+
+
+def test_background_unknown_kid_flood_fetches_once(rsa_key: rsa.RSAPrivateKey) -> None:
+    cache, fetch, clock, issuer = _background_setup(rsa_key)
+    fetch.gate.set()
+    asyncio.run(cache.refresh(issuer))
+    clock.t += 31
+    for i in range(20):
+        assert _reason(cache, _token(rsa_key, f"made-up-{i}"), issuer) == "invalid_token"
+    cache.join()
+    assert len(fetch.urls) == 2

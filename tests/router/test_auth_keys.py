@@ -6,7 +6,11 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +49,34 @@ def test_keys_persist_across_instances_with_mode_0600(tmp_path: Path) -> None:
     assert KeyStore(state).get("demo") == keys
     assert _mode(state / "keys.json") == 0o600
     assert _mode(state) == 0o700
-    assert os.listdir(state) == ["keys.json"]
+    assert sorted(os.listdir(state)) == [".keys.json.lock", "keys.json"]
+
+
+def test_two_stores_on_one_dir_do_not_undo_each_other(tmp_path: Path) -> None:
+    a, b = KeyStore(tmp_path), KeyStore(tmp_path)
+    ka = a.ensure("a")
+    kb = b.ensure("b")  # b re-reads the file under the lock before writing
+    assert b.get("a") == ka
+    assert a.ensure("b") == kb  # a adopts b's keys instead of generating others
+    regenerated = a.regenerate("a", "Primary")
+    assert b.get("a") == ka  # b serves from memory...
+    b.reload()
+    assert b.get("a") == regenerated  # ...until it reloads (SIGHUP)
+    b.remove("b")
+    assert KeyStore(tmp_path).endpoints() == ["a"]
+    assert KeyStore(tmp_path).get("a") == regenerated
+
+
+def test_stale_temp_files_removed_on_start(tmp_path: Path) -> None:
+    KeyStore(tmp_path).ensure("demo")
+    old = tmp_path / ".keys.json.abc123.tmp"
+    fresh = tmp_path / ".keys.json.def456.tmp"
+    old.write_text("half a secret")
+    fresh.write_text("a write in progress")
+    os.utime(old, (1_000_000, 1_000_000))
+    KeyStore(tmp_path)
+    assert not old.exists()
+    assert fresh.exists()  # might belong to another process writing right now
 
 
 def test_get_unknown_endpoint(tmp_path: Path) -> None:
@@ -84,10 +115,13 @@ def test_regenerate_rejects_bad_key_type(tmp_path: Path) -> None:
     with pytest.raises(InvalidKeyRequest) as info:
         store.regenerate("demo", "Tertiary")  # type: ignore[arg-type]
     assert info.value.field == "keyType"
-    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ConfigError)
+    assert str(info.value) == "keyType: must be 'Primary' or 'Secondary'"
 
 
-@pytest.mark.parametrize("value", ["short", "has space in the middle!", "x" * 257, "ünïcödé-key-value-long", ""])
+@pytest.mark.parametrize(
+    "value", ["short", "has space in the middle!", "x" * 257, "ünïcödé-key-value-long", ""]
+)
 def test_regenerate_rejects_bad_value_without_echoing_it(tmp_path: Path, value: str) -> None:
     store = KeyStore(tmp_path)
     before = store.ensure("demo")
@@ -114,7 +148,9 @@ def test_regenerate_unknown_endpoint(tmp_path: Path) -> None:
         KeyStore(tmp_path).regenerate("nope", "Primary")
 
 
-def test_failed_write_keeps_old_keys_live_and_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_write_keeps_old_keys_live_and_on_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = KeyStore(tmp_path)
     old = store.ensure("demo")
 
@@ -151,7 +187,9 @@ def test_as_api_shape() -> None:
 
 
 @pytest.mark.parametrize("which", ["primary", "secondary", "neither", "prefix", "non-ascii"])
-def test_matching_always_compares_both_keys_in_constant_time(monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+def test_matching_always_compares_both_keys_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch, which: str
+) -> None:
     keys = EndpointKeys("primary-key-0123456789", "secondary-key-0123456789")
     candidate = {
         "primary": keys.primary,
@@ -189,11 +227,15 @@ def test_admin_token_from_env_wins(tmp_path: Path) -> None:
     assert not (tmp_path / "admin-token").exists()
 
 
-@pytest.mark.parametrize("value", ["", "   ", "short"])
-def test_admin_token_from_env_too_short(tmp_path: Path, value: str) -> None:
+@pytest.mark.parametrize(
+    "value", ["", "   ", "short", "has spaces in the admin token", "admïn-token-0123456789"]
+)
+def test_admin_token_from_env_invalid(tmp_path: Path, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_admin_token(tmp_path, {ADMIN_TOKEN_ENV: value})
     assert info.value.field == ADMIN_TOKEN_ENV
+    if value.strip():
+        assert value not in str(info.value)
 
 
 def test_admin_token_generated_once_into_state_dir(tmp_path: Path) -> None:
@@ -218,3 +260,37 @@ def test_admin_token_file_too_short(tmp_path: Path) -> None:
     with pytest.raises(StateFileError) as info:
         load_admin_token(tmp_path, {})
     assert "tiny" not in str(info.value)
+
+
+_REGENERATOR = """
+import sys
+from pathlib import Path
+from router.keys import KeyStore
+store = KeyStore(Path(sys.argv[1]))
+while True:
+    store.regenerate("demo", "Primary")
+"""
+
+
+def test_router_killed_while_regenerating_keeps_a_valid_keys_file(tmp_path: Path) -> None:
+    """SIGKILL a process regenerating keys in a loop: the file still loads, the untouched
+    secondary key survives, and the primary is one that was fully written."""
+    store = KeyStore(tmp_path)
+    original = store.ensure("demo")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", _REGENERATOR, str(tmp_path)], cwd=root)
+    try:
+        seen: set[str] = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 4 and time.monotonic() < deadline and proc.poll() is None:
+            seen.add(KeyStore(tmp_path).get("demo").primary)  # every read must parse
+        assert len(seen) >= 4, "regenerating process made no progress"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    after = KeyStore(tmp_path).get("demo")
+    assert after.secondary == original.secondary
+    assert len(after.primary) == 43 and after.primary != original.primary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import stat
@@ -13,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from router import state_files
-from router.state_files import StateFileError, atomic_create, atomic_write, read_json
+from router.state_files import (
+    StateFileError,
+    atomic_create,
+    atomic_write,
+    exclusive,
+    read_json,
+)
 
 
 def _mode(path: Path) -> int:
@@ -47,14 +53,16 @@ def test_atomic_write_replaces_and_tightens_mode(tmp_path: Path) -> None:
     assert _mode(target) == 0o600
 
 
-def test_failure_between_write_and_replace_leaves_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failure_between_write_and_replace_leaves_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     target = tmp_path / "keys.json"
     atomic_write(target, b"old")
 
     def broken_replace(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(state_files.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
@@ -68,7 +76,7 @@ def test_failure_during_write_leaves_old_file(tmp_path: Path, monkeypatch: pytes
     def broken_fsync(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(state_files.os, "fsync", broken_fsync)
+    monkeypatch.setattr(os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         atomic_write(target, b"new")
     assert target.read_bytes() == b"old"
@@ -144,3 +152,21 @@ def test_killed_writer_never_leaves_a_torn_file(tmp_path: Path) -> None:
     assert _whole(target.read_bytes())
     # A kill can strand a temp file (it is hidden and never read); the real file is never one.
     assert all(name == "state.bin" or name.startswith(".state.bin.") for name in os.listdir(tmp_path))
+
+
+def test_exclusive_holds_a_lock_others_cannot_take(tmp_path: Path) -> None:
+    target = tmp_path / "keys.json"
+    with exclusive(target):
+        # flock locks belong to an open file description: a second open stands for another
+        # process (no subprocess or sleep needed).
+        fd = os.open(tmp_path / ".keys.json.lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    fd = os.open(tmp_path / ".keys.json.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released on exit
+    finally:
+        os.close(fd)

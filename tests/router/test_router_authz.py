@@ -133,3 +133,54 @@ def test_open_endpoint(tmp_path: Path) -> None:
                 assert all("authorization" not in h for h in a.headers)
 
     run(scenario())
+
+
+def test_external_issuer_tokens_over_the_wire(tmp_path: Path) -> None:
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    jwk.update(kid="k1", alg="RS256", use="sig")
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    issuer = "https://login.example.com/tenant/"
+
+    def token(**claims: object) -> str:
+        now = int(time.time())
+        base = {"iss": issuer, "aud": "api://svc", "iat": now, "nbf": now, "exp": now + 600, "sub": "alice"}
+        return jwt.encode({**base, **claims}, private, algorithm="RS256", headers={"kid": "k1"})
+
+    async def scenario() -> None:
+        async with upstreams("a") as (a,):
+            eps = [
+                endpoint(
+                    "svc",
+                    [version("va", a, default=True)],
+                    auth_enabled=False,
+                    token_auth_enabled=True,
+                    jwt_issuers=[{"issuer": issuer, "audience": "api://svc", "jwks": "jwks.json", "algorithms": ["RS256"]}],
+                )
+            ]
+            async with router(tmp_path, eps) as server, aiohttp.ClientSession() as session:
+                url = scoring_url(server, "svc")
+                async with session.post(url, headers={"Authorization": f"Bearer {token()}"}) as r:
+                    assert r.status == 200
+                unsigned = jwt.encode({"iss": issuer, "aud": "api://svc", "exp": int(time.time()) + 60}, None, algorithm="none")
+                cases = [
+                    (token(aud="api://other"), "wrong_audience"),
+                    (token(exp=int(time.time()) - 3600), "expired"),
+                    (token(iss="https://evil.example.com/"), "wrong_issuer"),
+                    (unsigned, "invalid_token"),
+                ]
+                for credential, reason in cases:
+                    async with session.post(url, headers={"Authorization": f"Bearer {credential}"}) as r:
+                        assert r.status == 401, reason
+                        assert reason in (await r.json())["message"]
+                    assert _failures(server, "svc", reason) >= 1, reason
+                assert a.hits == 1
+
+    run(scenario())

@@ -7,6 +7,7 @@ import collections
 from pathlib import Path
 
 import aiohttp
+import yarl
 from router_testkit import (
     endpoint,
     key_header,
@@ -145,6 +146,10 @@ def test_headers_forwarded_and_dropped(tmp_path: Path) -> None:
                 assert seen["x-forwarded-for"] == "10.1.2.3, 127.0.0.1"
                 assert seen["x-custom"] == "kept"
                 assert seen["x-request-id"] == "req-123"
+                # The path goes upstream as the client encoded it.
+                raw = scoring_url(server, "svc", "raw/a%2Fb%20c?q=%20")
+                async with session.post(yarl.URL(raw, encoded=True), headers=key_header(server, "svc")) as r:
+                    assert await r.json() == {"raw_path": "/raw/a%2Fb%20c", "query": "q=%20"}
                 # Without one from the client, the router makes a request id.
                 async with session.get(scoring_url(server, "svc"), headers=key_header(server, "svc")) as r:
                     assert len(r.headers["x-request-id"]) == 32
