@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	touch $@
 
 venv: $(STAMP)
@@ -37,13 +37,11 @@ test: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
 
-# Benchmarks (docs/benchmarks.md): installs the bench extra, wrk (apt) and each peer in its own venv under benchmarks/.cache/.
+# Benchmarks (docs/benchmarks.md): installs wrk (apt) and each peer in its own venv under benchmarks/.cache/.
 .PHONY: bench bench-quick
 bench: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 bench-quick: $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
 
