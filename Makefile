@@ -36,3 +36,14 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# Benchmarks (docs/benchmarks.md): installs the bench extra, wrk (apt) and each peer in its own venv under benchmarks/.cache/.
+.PHONY: bench bench-quick
+bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/python -m benchmarks.run --quick $(BENCH_ARGS)
+

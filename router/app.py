@@ -41,9 +41,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+    except OSError as exc:
         sock.close()
-        raise
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     sock.listen(2048)
     sock.setblocking(False)
     return sock
@@ -67,7 +67,12 @@ class RouterServer:
         self.runtime = runtime
         self.proxy = ProxyApp(runtime, tracer=tracer, rng=rng)
         self.admin = build_admin_app(runtime)
-        self._sockets = [bind(host, port), bind(admin_host or host, admin_port)]
+        data = bind(host, port)
+        try:
+            self._sockets = [data, bind(admin_host or host, admin_port)]
+        except OSError:
+            data.close()
+            raise
         self.port = self._sockets[0].getsockname()[1]
         self.admin_port = self._sockets[1].getsockname()[1]
         common = {

@@ -31,6 +31,17 @@ def test_invalid_config_exits_non_zero_naming_the_field(tmp_path: Path, capsys: 
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
 
 
+def test_port_in_use_exits_non_zero_naming_the_address(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_config(tmp_path, [endpoint("svc", [version("va", "http://127.0.0.1:1", default=True)])])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for flags in (["--port", str(port), "--admin-port", "0"], ["--port", "0", "--admin-port", str(port)]):
+            assert main(["--config", str(path), "--state-dir", str(tmp_path / "s"), *flags]) == 1
+            assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
 def test_router_process_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with upstreams("a", "b") as (a, b):
