@@ -7,6 +7,10 @@ Measures, in rows/s:
      with the default batching config, and with ``max_batch_size: 1`` (no batching).
 
 Usage: python benchmarks/batcher.py [--seconds 1.5] [--rounds 3] [--submitters 64] [--set KEY=JSON ...]
+       python benchmarks/batcher.py --loop-cost [--requests 100000]
+  --loop-cost measures only the event loop's CPU per request: ``Model.infer`` on a runner that
+  computes nothing, 64 submitters, without and with a per-request deadline (as the server
+  sends); process CPU time, so it is steadier than rows/s on a busy machine.
   --set takes batching/model config overrides for the batched run, e.g.
   --set batching.max_batch_size=64 --set instance_count=2 --set session.intra_op_threads=1
 """
@@ -169,6 +173,45 @@ async def measure(tmp: Path, overrides: dict[str, Any], args: argparse.Namespace
           f"-> {best_cpu / batched[1]:.2f} of the limit on an otherwise idle machine")
 
 
+class _NoOpRunner:
+    """A runner that returns its input: what is left is the batcher's own cost."""
+
+    async def run(self, inputs: dict[str, np.ndarray], names: Any) -> dict[str, np.ndarray]:
+        await asyncio.sleep(0)  # one loop turn, as an executor hop would take
+        return {"output": inputs["input"]}
+
+
+async def loop_cost(requests: int, with_deadline: bool, submitters_n: int = 64) -> float:
+    """Process CPU microseconds per request of ``Model.infer`` (batched) on ``_NoOpRunner``."""
+    from scoring.model import Model
+    from scoring.types import ModelId, ModelMetadata, TensorSpec
+
+    md = ModelMetadata(
+        id=ModelId("mlp", 1), platform="onnxruntime_onnx",
+        inputs=(TensorSpec("input", "FP32", (-1, 256)),), outputs=(TensorSpec("output", "FP32", (-1, 256)),),
+        providers=("CPUExecutionProvider",), batched=True, max_batch_size=32,
+    )  # fmt: skip
+    model = Model(md, ModelConfig(), runner=_NoOpRunner())
+    await model.start()
+    x = np.zeros((1, 256), np.float32)
+    done = 0
+
+    async def client() -> None:
+        nonlocal done
+        while done < requests:
+            deadline = time.monotonic() + 60.0 if with_deadline else None
+            await model.infer(InferRequest({"input": x}, None, deadline))
+            done += 1
+
+    await asyncio.gather(*(client() for _ in range(submitters_n)))  # warm up
+    done = 0
+    cpu = time.process_time()
+    await asyncio.gather(*(client() for _ in range(submitters_n)))
+    cost = (time.process_time() - cpu) / done * 1e6
+    await model.close()
+    return cost
+
+
 def config_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -189,10 +232,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop" if uvloop else "asyncio",
                         help="event loop (the server runs on uvloop)")
+    parser.add_argument("--loop-cost", action="store_true", help="event-loop CPU per request only (no-op runner)")
+    parser.add_argument("--requests", type=int, default=100_000, help="requests per --loop-cost measurement")
     args = parser.parse_args(argv)
+    run = uvloop.run if args.loop == "uvloop" and uvloop else asyncio.run
+    if args.loop_cost:
+        costs: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.rounds):  # interleaved; the least disturbed round counts
+            for with_deadline in costs:
+                costs[with_deadline].append(run(loop_cost(args.requests, with_deadline, args.submitters)))
+        print(f"event-loop CPU per request ({args.loop}, {args.submitters} submitters, best of {args.rounds}): "
+              f"{min(costs[False]):.2f} us without a deadline, {min(costs[True]):.2f} us with one")  # fmt: skip
+        return 0
     overrides = config_overrides(args.set)
     print(f"cpus: {os.cpu_count()}  onnxruntime {ort.__version__}  config overrides: {overrides or 'none'}")
-    run = uvloop.run if args.loop == "uvloop" and uvloop else asyncio.run
     with tempfile.TemporaryDirectory() as tmp:
         run(measure(Path(tmp), overrides, args))
     return 0

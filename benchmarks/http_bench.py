@@ -31,7 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 from scoring import model_zoo  # noqa: E402
 
-MODELS = {"identity": 4, "mlp": 256, "mlp_nobatch": 256}  # name -> input width
+# name -> input width; the null model gets the same payload as mlp, so that the comparison
+# "mlp with batching vs the null model" measures inference, not a smaller JSON body.
+MODELS = {"identity": 256, "mlp": 256, "mlp_nobatch": 256}
 
 
 def ensure_wrk() -> str:

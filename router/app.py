@@ -18,6 +18,7 @@ import uvicorn
 from opentelemetry import trace
 
 from router.admin import build_admin_app
+from router.http_protocol import CoalescingHttpToolsProtocol
 from router.lifespan import RouterRuntime
 from router.routes import ProxyApp
 
@@ -85,7 +86,7 @@ class RouterServer:
         }
         self._servers = [
             # No Server or Date header of our own: the upstream's pass through.
-            _Server(uvicorn.Config(self.proxy, http="httptools", server_header=False, date_header=False, **common)),  # type: ignore[arg-type]
+            _Server(uvicorn.Config(self.proxy, http=CoalescingHttpToolsProtocol, server_header=False, date_header=False, **common)),  # type: ignore[arg-type]
             _Server(uvicorn.Config(self.admin, **common)),  # type: ignore[arg-type]
         ]
         self._tasks: list[asyncio.Task[None]] = []

@@ -8,7 +8,7 @@ request path nothing and can never drift from the real slot counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -97,3 +97,23 @@ class RouterMetrics:
             registry=registry,
         )
         registry.register(_LiveGauges(versions))
+        # Label children cached per label set (names from the config, status codes): .labels()
+        # takes a lock and builds a tuple on every call, and these two run on every request.
+        self._request_children: dict[tuple[str, str, str, int], Any] = {}
+        self._upstream_children: dict[tuple[str, str, str], Any] = {}
+
+    def count_request(self, endpoint: str, version: str, version_type: str, status: int) -> None:
+        """``infergate_router_requests_total`` += 1."""
+        key = (endpoint, version, version_type, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(endpoint, version, version_type, str(status))
+        child.inc()
+
+    def observe_upstream(self, endpoint: str, version: str, mirror: str, seconds: float) -> None:
+        """One ``infergate_router_upstream_duration_seconds`` sample."""
+        key = (endpoint, version, mirror)
+        child = self._upstream_children.get(key)
+        if child is None:
+            child = self._upstream_children[key] = self.upstream_duration.labels(endpoint, version, mirror)
+        child.observe(seconds)

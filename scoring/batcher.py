@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 from scoring.batching import Arrays, BatchKey, batch_key, merge, split
@@ -44,7 +45,6 @@ class _Pending:
     arrived: float
     deadline: float | None
     future: asyncio.Future[InferResult]
-    timer: asyncio.TimerHandle | None = field(default=None)
 
 
 def time_to_close(oldest_arrived: float, rows: int, now: float, delay_s: float, target_rows: int) -> float | None:
@@ -79,6 +79,11 @@ class Batcher:
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._collector: asyncio.Task[None] | None = None
+        # One timer for the whole queue, due at the earliest deadline it may hold (math.inf:
+        # none armed), rather than one TimerHandle per request: most requests carry a deadline
+        # (the server's scoring timeout) and leave the queue long before it.
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = math.inf
         # Created in start(), inside the running loop (loop-bound objects).
         self._wakeup: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
@@ -121,9 +126,9 @@ class Batcher:
         if key is None:
             key = batch_key(inputs)
         item = _Pending(inputs, outputs, rows, key, now, deadline, self._loop.create_future())
-        if deadline is not None:
-            item.timer = self._loop.call_later(max(0.0, deadline - now), self._expire, item)
         self._queue.append(item)
+        if deadline is not None and deadline < self._expiry_at:
+            self._arm_expiry(deadline, now)
         self._key_rows[key] = self._key_rows.get(key, 0) + rows
         self._wakeup.set()
         try:
@@ -156,6 +161,9 @@ class Batcher:
             item = self._queue.popleft()
             self._fail(item, ModelNotReady(self.label, None, "unloaded before it was computed"))
         self._key_rows.clear()
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry, self._expiry_at = None, math.inf
 
     # ------------------------------------------------------------------ internals
 
@@ -172,22 +180,40 @@ class Batcher:
             self._key_rows[item.key] = left
         else:
             del self._key_rows[item.key]
-        if item.timer is not None:
-            item.timer.cancel()
 
-    def _expire(self, item: _Pending) -> None:
-        """Timer callback: the request's deadline passed while it was still queued."""
-        try:
-            self._queue.remove(item)
-        except ValueError:
-            return  # dispatched already: it is being computed, let it finish
-        self._forget(item)
-        self._fail(item, DeadlineExceeded(f"{self.label}: deadline passed while queued"))
+    def _arm_expiry(self, deadline: float, now: float) -> None:
+        assert self._loop is not None
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = deadline
+        self._expiry = self._loop.call_later(max(0.0, deadline - now), self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Timer callback: answer every queued request whose deadline passed (those
+        dispatched already are being computed: they finish), then re-arm for the earliest
+        deadline still queued."""
+        self._expiry, self._expiry_at = None, math.inf
+        now = self._clock()
+        expired: list[_Pending] = []
+        next_at = math.inf
+        for item in self._queue:
+            deadline = item.deadline
+            if deadline is not None:
+                if now >= deadline:
+                    expired.append(item)
+                elif deadline < next_at:
+                    next_at = deadline
+        if expired:
+            gone = set(map(id, expired))
+            self._queue = deque(item for item in self._queue if id(item) not in gone)
+            for item in expired:
+                self._forget(item)
+                self._fail(item, DeadlineExceeded(f"{self.label}: deadline passed while queued"))
+        if next_at < math.inf:
+            self._arm_expiry(next_at, now)
 
     @staticmethod
     def _fail(item: _Pending, exc: BaseException) -> None:
-        if item.timer is not None:
-            item.timer.cancel()
         if not item.future.done():
             item.future.set_exception(exc)
 

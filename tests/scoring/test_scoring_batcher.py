@@ -188,6 +188,36 @@ def test_deadline_expired_while_queued_is_not_computed() -> None:
     go(body)
 
 
+def test_one_expiry_timer_answers_each_queued_deadline_in_turn() -> None:
+    """The queue's single expiry timer re-arms for the next queued deadline after firing,
+    and leaves requests without a deadline (or not yet due) queued."""
+
+    async def body() -> None:
+        clock = Clock()
+        runner = FakeRunner()
+        runner.gate = asyncio.Event()
+        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0), clock=clock)
+        b.start()
+        first = asyncio.ensure_future(b.submit(rows(1), None, 1))
+        await started(b, runner)
+        later = asyncio.ensure_future(b.submit(rows(1, 6), None, 1, deadline=clock.now + 0.02))
+        no_deadline = asyncio.ensure_future(b.submit(rows(1, 5), None, 1))
+        due = asyncio.ensure_future(b.submit(rows(1, 7), None, 1, deadline=clock.now))
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(due, 30)  # a hang guard, not a speed bound
+        assert not later.done() and b.queue_depth() == 2
+        clock.now += 1.0  # the re-armed timer finds `later` due when it fires
+        with pytest.raises(DeadlineExceeded):
+            await asyncio.wait_for(later, 30)
+        assert b.queue_depth() == 1
+        runner.gate.set()
+        await asyncio.gather(first, no_deadline)
+        assert all(c["x"][0, 0] not in (6, 7) for c in runner.calls)
+        await b.close()
+
+    go(body)
+
+
 def test_queue_timeout() -> None:
     async def body() -> None:
         clock = Clock()
