@@ -126,11 +126,16 @@ class Batcher:
         if key is None:
             key = batch_key(inputs)
         item = _Pending(inputs, outputs, rows, key, now, deadline, self._loop.create_future())
-        self._queue.append(item)
+        queue = self._queue
+        queue.append(item)
         if deadline is not None and deadline < self._expiry_at:
             self._arm_expiry(deadline, now)
-        self._key_rows[key] = self._key_rows.get(key, 0) + rows
-        self._wakeup.set()
+        key_rows = self._key_rows[key] = self._key_rows.get(key, 0) + rows
+        # Wake the collector only when the arrival changes what it waits for: an empty queue
+        # got its first request, or the head's batch just filled. Otherwise it is waiting for
+        # the head's delay (or for a free instance) and would only re-arm the same timer.
+        if len(queue) == 1 or (key_rows >= self._target and queue[0].key == key):
+            self._wakeup.set()
         try:
             return await item.future
         except asyncio.CancelledError:

@@ -98,6 +98,28 @@ def test_batch_closes_at_max_batch_size_with_multi_row_requests() -> None:
     go(body)
 
 
+def test_batch_that_fills_while_the_collector_waits_goes_at_once() -> None:
+    # The delay is ~3 hours (cfg): the batch can only go because the arrival that fills it
+    # wakes the collector, which is already waiting on the head request's delay.
+    async def body() -> None:
+        runner = FakeRunner()
+        b = Batcher(runner.run, cfg(max_batch_size=4), label="m")
+        b.start()
+        first = asyncio.ensure_future(b.submit(rows(1), None, 1))
+        other_shape = asyncio.ensure_future(b.submit(rows(3, width=5), None, 3))
+        for _ in range(5):
+            await asyncio.sleep(0)  # the collector takes the head and waits on its delay
+        assert runner.calls == [] and not first.done()
+        rest = [b.submit(rows(1), None, 1) for _ in range(3)]
+        await asyncio.wait_for(asyncio.gather(first, *rest), timeout=10)  # a hang guard only
+        assert [c["x"].shape for c in runner.calls] == [(4, 3)]
+        assert not other_shape.done()  # 3 rows of another shape: not full, still waiting
+        other_shape.cancel()
+        await b.close(timeout_s=0)
+
+    go(body)
+
+
 def test_partial_batch_goes_after_the_delay() -> None:
     async def body() -> None:
         runner = FakeRunner()
