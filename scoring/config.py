@@ -61,7 +61,10 @@ class BatchingConfig:
     # None: on when dim 0 of every input and output is dynamic, else off.
     enabled: bool | None = None
     max_batch_size: int = 32  # rows per executed batch
-    max_queue_delay_ms: float = 2.0  # how long the oldest queued request may wait for company
+    # How long the oldest queued request may wait for company. 0 (Triton's default too): a
+    # free instance takes whatever is queued at once; under load batches still fill while the
+    # instances are busy, and a lone request never waits (see benchmarks/RESULTS.md).
+    max_queue_delay_ms: float = 0.0
     preferred_batch_sizes: tuple[int, ...] = ()  # close a batch at once on reaching the largest
     max_queue_size: int = 1024  # queued requests; past it submissions fail with Overloaded
     queue_timeout_ms: float | None = None  # a request queued longer than this times out
