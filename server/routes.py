@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from scoring import EntryScriptResponse, InferRequest, InvalidInput, ModelNotReady, RawRequest
+from scoring import EntryScriptResponse, InferRequest, InvalidInput, ModelNotReady, ModelStatus, RawRequest
 from server import codec, openapi
 from server.errors import (
     AmbiguousModel,
@@ -157,9 +157,20 @@ async def ready(request: Request) -> Response:
     server = _state(request)
     if server.lifecycle.draining:
         raise Unavailable("server is shutting down")
-    if server.repository is None or not server.repository.ready():
-        raise Unavailable("models are still loading (or failed: see /v2/repository/index)")
+    if server.repository is None:
+        raise Unavailable("models are still loading")
+    if not server.repository.ready():
+        raise Unavailable(_not_ready_message(server.repository.index()))
     return _EMPTY_OK
+
+
+def _not_ready_message(index: list[ModelStatus]) -> str:
+    """Which versions are not ready and why, so an operator reading a failed probe knows
+    which model to look at (the repository index has the full list)."""
+    pending = [s for s in index if s.state != "READY" and s.reason != "unloaded"]
+    shown = "; ".join(f"{s.name}/{s.version} {s.state}" + (f" ({s.reason[:200]})" if s.reason else "") for s in pending[:10])
+    more = f"; and {len(pending) - 10} more" if len(pending) > 10 else ""
+    return f"models not ready: {shown}{more} (see /v2/repository/index)" if shown else "models are still loading"
 
 
 async def server_metadata(request: Request) -> Response:
