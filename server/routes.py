@@ -257,6 +257,7 @@ async def infer(request: Request) -> Response:
             )
         header_length = int(header_length_text)
     body = await read_body(request, server.config.max_request_bytes)
+    model.check_capacity()  # shed before decoding: decoding only to shed is what overload costs
     decoded = codec.decode_infer_request(body, header_length)
 
     started_ns = time.time_ns()

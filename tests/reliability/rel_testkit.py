@@ -303,3 +303,65 @@ async def until(condition: Callable[[], bool], deadline_s: float = 30.0) -> None
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+class OpenLoad(Load):
+    """Open-loop load: requests start at ``rate_per_s`` whatever the answers (as independent
+    clients would send them), at most ``max_inflight`` at once (beyond it a start is skipped
+    and counted in ``skipped``, so the test sees when the client itself became the limit)."""
+
+    def __init__(self, url: str, rate_per_s: float, headers: dict[str, str] | None = None, body: bytes = IDENTITY_BODY,
+                 max_inflight: int = 512, timeout_s: float = 30.0) -> None:
+        super().__init__(url, headers, body, concurrency=0, timeout_s=timeout_s)
+        self.rate_per_s = rate_per_s
+        self.max_inflight = max_inflight
+        self.inflight = 0
+        self.skipped = 0
+        self._requests: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> OpenLoad:
+        await super().__aenter__()
+        self._tasks = [asyncio.create_task(self._schedule())]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._requests)
+        assert self._session is not None
+        await self._session.close()
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = 1.0 / self.rate_per_s
+        next_at = loop.time()
+        while not self._stop.is_set():
+            now = loop.time()
+            while next_at <= now:
+                next_at += interval
+                if self.inflight >= self.max_inflight:
+                    self.skipped += 1
+                    continue
+                task = asyncio.create_task(self._one())
+                self._requests.add(task)
+                task.add_done_callback(self._requests.discard)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+
+    async def _one(self) -> None:
+        assert self._session is not None
+        self.inflight += 1
+        started = time.monotonic()
+        try:
+            async with self._session.post(self.url, data=self.body, headers=self.headers, timeout=self.timeout) as r:
+                await r.read()
+                status = r.status
+                if status == 200:
+                    self.result.ok_latencies_s.append(time.monotonic() - started)
+                elif "Retry-After" in r.headers:
+                    self.result.retry_after[r.headers["Retry-After"]] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status = 0
+            self.result.errors[type(exc).__name__] += 1
+        finally:
+            self.inflight -= 1
+        self.result.statuses[status] += 1
