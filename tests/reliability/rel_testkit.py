@@ -156,11 +156,13 @@ class Replica(Process):
 class Router(Process):
     """``infergate route`` with a config file and a state dir, admin token from the env."""
 
-    def __init__(self, config_path: Path, state_dir: Path, port: int = 0, admin_port: int = 0) -> None:
+    def __init__(self, config_path: Path, state_dir: Path, port: int = 0, admin_port: int = 0,
+                 head_timeout_s: float = 10.0) -> None:
         self.config_path = config_path
         self.state_dir = state_dir
         argv = ["route", "--config", str(config_path), "--host", "127.0.0.1", "--port", str(port),
-                "--admin-port", str(admin_port), "--state-dir", str(state_dir)]
+                "--admin-port", str(admin_port), "--state-dir", str(state_dir),
+                "--request-head-timeout-s", str(head_timeout_s)]
 
         def ports(doc: dict[str, Any]) -> tuple[int, int] | None:
             if doc.get("message") == "router ready":
