@@ -196,6 +196,13 @@ def _from_binary(
 
 
 def _bytes_from_binary(view: memoryview, count: int, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if count * 4 > len(view):
+        # Checked before allocating: a shape of 2**31 elements would otherwise allocate and
+        # fill 16 GiB of object pointers, on the event loop, to find out the data is short.
+        raise InvalidInput(
+            f"{where}: binary BYTES data of {len(view)} bytes cannot hold {count} elements (4-byte length each)",
+            field=where,
+        )
     out = np.empty(count, dtype=object)
     pos, end = 0, len(view)
     for i in range(count):

@@ -57,7 +57,7 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 def _version(text: str | None) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit() is True
         raise InvalidInput(f"version: must be a positive integer, got '{text}'", field="version")
     return int(text)
 
@@ -88,7 +88,7 @@ def _check_json_body(request: Request, allow_binary: bool) -> None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) past ``limit`` bytes before buffering it whole."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     total = 0
@@ -250,7 +250,7 @@ async def infer(request: Request) -> Response:
     header_length_text = request.headers.get("inference-header-content-length")
     header_length: int | None = None
     if header_length_text is not None:
-        if not header_length_text.isdigit():
+        if not (header_length_text.isascii() and header_length_text.isdigit()):  # not "²"
             raise InvalidInput(
                 f"Inference-Header-Content-Length: must be an integer, got '{header_length_text}'",
                 field="Inference-Header-Content-Length",
