@@ -227,6 +227,10 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     ok_latencies_s: list[float] = field(default_factory=list)
     retry_after: Counter[str] = field(default_factory=Counter)
+    fail_times: list[float] = field(default_factory=list)  # time.monotonic() of each non-200 answer
+    # Failed without a clear signal: not a 4xx, not 503 + Retry-After, not 504 (scoring_timeout_ms
+    # passed), not a refused connection (nothing sent): a cut connection, a 502, a 500.
+    lost: int = 0
 
     @property
     def sent(self) -> int:
@@ -242,6 +246,10 @@ class LoadResult:
 
     def summary(self) -> str:
         return f"sent={self.sent} statuses={dict(self.statuses)} errors={dict(self.errors)}"
+
+
+def _signalled(status: int, retry_after: bool) -> bool:
+    return 400 <= status < 500 or status == 504 or (status == 503 and retry_after)
 
 
 class Load:
@@ -286,7 +294,13 @@ class Load:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 status = 0
                 self.result.errors[type(exc).__name__] += 1
+                retryable = isinstance(exc, aiohttp.ClientConnectorError)
+            else:
+                retryable = _signalled(status, "Retry-After" in r.headers)
             self.result.statuses[status] += 1
+            if status != 200:
+                self.result.fail_times.append(time.monotonic())
+                self.result.lost += not retryable
 
     async def until_sent(self, n: int, deadline_s: float = 60.0) -> None:
         """Wait until ``n`` more answers have come back."""
@@ -364,6 +378,12 @@ class OpenLoad(Load):
         except (aiohttp.ClientError, TimeoutError) as exc:
             status = 0
             self.result.errors[type(exc).__name__] += 1
+            retryable = isinstance(exc, aiohttp.ClientConnectorError)
+        else:
+            retryable = _signalled(status, "Retry-After" in r.headers)
         finally:
             self.inflight -= 1
         self.result.statuses[status] += 1
+        if status != 200:
+            self.result.fail_times.append(time.monotonic())
+            self.result.lost += not retryable
