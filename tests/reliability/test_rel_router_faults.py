@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import threading
 from pathlib import Path
@@ -141,6 +142,9 @@ def test_sigkill_during_admin_writes_never_tears_state(replicas: list[Replica], 
         primary, _ = router.keys("svc")
         r = httpx.post(router.scoring_url("svc"), json={"data": [[1.0, 2.0]]}, headers={"Authorization": f"Bearer {primary}"})
         assert r.status_code == 200, r.text
-        assert not [p.name for p in state.iterdir() if p.name.endswith(".tmp")]
+        # a killed writer may leave its temporary file (removed at start once older than a
+        # minute, so a live writer in another process is never disturbed); it is never read
+        leftovers = [p.name for p in [*state.iterdir(), *tmp_path.iterdir()] if p.name.endswith(".tmp")]
+        assert all(re.fullmatch(r"\.(keys\.json|token-secrets\.json|router\.yaml)\..+\.tmp", n) for n in leftovers), leftovers
     finally:
         router.stop()
