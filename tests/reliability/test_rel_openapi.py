@@ -11,7 +11,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
-from rel_testkit import Replica, scaled, write_models
+from rel_testkit import SOAK, Replica, scaled, write_models
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +41,8 @@ def test_openapi_document_fuzz(replica: Any) -> None:
         for operation in operations:
 
             @given(case=operation.as_strategy())
-            @settings(max_examples=int(scaled(15, 300)), deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @settings(max_examples=int(scaled(15, 300)), deadline=None, suppress_health_check=list(HealthCheck), database=None,
+                      derandomize=not SOAK)
             def check(case: Any) -> None:
                 kwargs = case.as_transport_kwargs(base_url=replica.url)
                 response = client.request(kwargs["method"], kwargs["url"], headers=kwargs.get("headers"),
