@@ -76,9 +76,11 @@ def test_overload_sheds_flat_memory_and_recovers(tmp_path: Path) -> None:
     assert set(overload.statuses) <= {200, 503}, overload.summary()
     assert overload.statuses[503] > 0 and overload.statuses[200] > 0, overload.summary()
     assert sum(overload.retry_after.values()) == overload.statuses[503], overload.retry_after
-    # memory flat: growth well under what the shed requests' bodies alone would add up to
+    # memory flat: growth bounded by what the client can hold in flight at once (512
+    # connections' bodies, ~43 MiB), not by what was sent (the shed bodies add up to far more)
     shed_bytes_kib = overload.statuses[503] * len(body) // 1024
-    assert rss_after - rss_before < max(32 * 1024, shed_bytes_kib // 20), (rss_before, rss_after, shed_bytes_kib)
+    in_flight_kib = 512 * len(body) // 1024
+    assert rss_after - rss_before < in_flight_kib + 16 * 1024, (rss_before, rss_after, shed_bytes_kib)
     # an accepted request waits in the queue for at most the few batches ahead of it, never
     # the backlog: the server's own queue-time histogram, 99% under 1 s (client-side latency
     # on a shared 2-core machine also holds the client's own CPU starvation; printed above)
