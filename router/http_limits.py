@@ -35,7 +35,7 @@ class HeadLimits(HttpToolsProtocol):
     head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         self._head_pending = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
