@@ -503,7 +503,7 @@ class UpstreamPool:
                     except NoHealthyReplica as busy:
                         raise NoHealthyReplica(busy.message, busy.retry_after_s) from exc
                     continue
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientConnectionResetError) as exc:
                     # The connection broke before any response byte: a stale keep-alive
                     # connection, or the replica died holding the request. Replay it once,
                     # elsewhere when there is an elsewhere (scoring is idempotent).
