@@ -190,3 +190,16 @@ def test_huge_bytes_shape_is_refused_before_allocating(stack: Any, shape: list[i
     r = client.post(f"{replica.url}/v2/models/identity/infer", content=header + b"\x00\x00\x00\x00",
                     headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
     assert r.status_code == 400 and "cannot hold" in r.json()["error"], r.text
+
+
+@pytest.mark.parametrize("shape", [[2**62, 0], [0, 2**62, 2**62], [2**41]])
+def test_shapes_past_numpy_range_are_400(stack: Any, shape: list[int]) -> None:
+    """Found by the soak fuzz: [2**62, 0] holds no element but numpy cannot reshape to it (500)."""
+    replica, _, client = stack
+    header = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP32", "shape": shape,
+                                       "parameters": {"binary_data_size": 0}}]})
+    r = client.post(f"{replica.url}/v2/models/tiny/infer", content=header,
+                    headers={"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"})
+    assert r.status_code == 400, r.text
+    r = client.post(f"{replica.url}/v2/models/tiny/infer", json={"inputs": [{"name": "x", "datatype": "FP32", "shape": shape, "data": []}]})
+    assert r.status_code == 400, r.text
