@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
 
-.PHONY: test up venv clean
+.PHONY: test soak up venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ up: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# `make soak`: the reliability suites with long durations and heavy loads (minutes).
+soak: $(STAMP)
+	INFERGATE_SOAK=1 $(BIN)/python -m pytest -q tests/reliability $(PYTEST_ARGS)
+	INFERGATE_SOAK=1 $(BIN)/python benchmarks/reliability.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--state-dir", type=Path, default=Path(".infergate"), help="keys, token secrets, admin token (default .infergate)"
     )
+    parser.add_argument(
+        "--request-head-timeout-s", type=float, default=10.0,
+        help="close connections whose request head is not in after this many seconds (default 10)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -47,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
 async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> None:
     runtime = RouterRuntime(config, args.state_dir)
     tracer = trace.get_tracer("infergate.router") if tracing else None
-    server = RouterServer(runtime, args.host, args.port, args.admin_port, tracer=tracer)
+    server = RouterServer(
+        runtime, args.host, args.port, args.admin_port, tracer=tracer, head_timeout_s=args.request_head_timeout_s
+    )
     await server.start()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, server.request_stop)
@@ -74,6 +80,9 @@ async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
+    if not 0 < args.request_head_timeout_s <= 3600:
+        print(f"infergate route: --request-head-timeout-s: must be between 0 and 3600, got {args.request_head_timeout_s}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     try:
         config = load_config(args.config)

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -173,6 +174,14 @@ async def healthz(request: Request) -> Response:
     return _Json({"status": "ok"})
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 as JSON, like every other admin error."""
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    body = orjson.dumps({"error": kind, "message": str(exc.detail)})
+    return Response(body, exc.status_code, dict(exc.headers or {}), "application/json")
+
+
 async def _error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, AdminUnauthorized):
         body = orjson.dumps({"error": "unauthorized", "message": str(exc)})
@@ -198,6 +207,7 @@ def build_admin_app(runtime: RouterRuntime) -> Starlette:
     ]
     handlers: dict[Any, Handler] = {cls: _error for cls, _, _ in STATUS_TABLE}  # type: ignore[misc]
     handlers[RouterError] = _error  # type: ignore[assignment]
+    handlers[HTTPException] = _http_error  # type: ignore[assignment]
     app = Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]
     app.state.runtime = runtime
     return app

@@ -18,6 +18,7 @@ import uvicorn
 from opentelemetry import trace
 
 from router.admin import build_admin_app
+from router.http_limits import DEFAULT_HEAD_TIMEOUT_S, with_head_limits
 from router.http_protocol import CoalescingHttpToolsProtocol
 from router.lifespan import RouterRuntime
 from router.routes import ProxyApp
@@ -63,6 +64,7 @@ class RouterServer:
         tracer: trace.Tracer | None = None,
         rng: random.Random | None = None,
         drain_timeout_s: int = DRAIN_TIMEOUT_S,
+        head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S,
     ) -> None:
         self.runtime = runtime
         self.proxy = ProxyApp(runtime, tracer=tracer, rng=rng)
@@ -89,6 +91,11 @@ class RouterServer:
             _Server(uvicorn.Config(self.proxy, http=CoalescingHttpToolsProtocol, server_header=False, date_header=False, **common)),  # type: ignore[arg-type]
             _Server(uvicorn.Config(self.admin, **common)),  # type: ignore[arg-type]
         ]
+        for server in self._servers:
+            # uvicorn has no request-head timeout or head size limit of its own (slow-loris):
+            # wrap whichever httptools protocol the config chose.
+            server.config.load()
+            server.config.http_protocol_class = with_head_limits(server.config.http_protocol_class, head_timeout_s)  # type: ignore[arg-type]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:

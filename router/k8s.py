@@ -95,7 +95,7 @@ def parse_model(value: str) -> tuple[str, int]:
     name, sep, version = value.rpartition(":")
     if not sep or not name or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", name):
         raise RenderError(f"--model: expected NAME:VERSION, got {value!r}")
-    if not version.isdigit() or int(version) < 1:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
         raise RenderError(f"--model: VERSION must be an integer >= 1, got {version!r}")
     return name, int(version)
 

@@ -8,8 +8,15 @@
   request waits at most ``max_request_wait_time`` for a free slot, then ``ReplicaBusy`` (503).
 - An upstream given by DNS name becomes one replica per address it resolves to (a headless
   Kubernetes Service), re-resolved every ``dns_refresh_s``.
-- A replica that refuses a connection is ejected and re-probed with ``GET /v2/health/ready``
-  until it answers 200; the request that could not connect is retried once on another replica.
+- A replica that refuses a connection or fails a readiness check (``GET /v2/health/ready``
+  every ``health_check_interval_s``, and at once after a request to it timed out: a draining
+  replica answers 503 while it still serves, a hung one not at all) is ejected and re-probed
+  until it answers 200.
+- Retries, once, on another replica when available: a request that could not connect, and a
+  request whose connection broke before any response byte came back (a stale keep-alive
+  connection, a replica killed mid-request) when its body can be sent again (bytes, or a
+  stream never read). Scoring is idempotent, so a replayed request is safe; a timeout is not
+  retried (the client has waited the whole ``scoring_timeout_ms`` already).
 - aiohttp's errors are translated here, chained ``from exc``: connect failures ->
   ``UpstreamUnavailable`` (502) or ``NoHealthyReplica`` (503), timeouts -> ``UpstreamTimeout``
   (504). Upstream 4xx/5xx are responses, passed through unchanged.
@@ -75,6 +82,10 @@ class ClientLimits:
     probe_interval_s: float = 0.5
     probe_max_interval_s: float = 5.0
     dns_refresh_s: float = 30.0
+    # Readiness of healthy replicas, checked in the background: a draining replica (SIGTERM,
+    # readiness 503 for its drain delay) leaves the rotation before its socket closes.
+    health_check_interval_s: float = 1.0
+    health_check_timeout_s: float = 2.0
 
 
 class Replica:
@@ -312,6 +323,7 @@ class UpstreamPool:
         self._sets: dict[tuple[str, ...], ReplicaSet] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dns_task: asyncio.Task[None] | None = None
+        self._health_task: asyncio.Task[None] | None = None
         self.on_eject: Callable[[Replica], None] | None = None
 
     async def start(self) -> None:
@@ -332,17 +344,19 @@ class UpstreamPool:
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         self._dns_task = asyncio.create_task(self._refresh_dns_forever())
+        if limits.health_check_interval_s > 0:
+            self._health_task = asyncio.create_task(self._check_health_forever())
 
     async def close(self) -> None:
-        if self._dns_task is not None:
-            self._dns_task.cancel()
+        for background in (self._dns_task, self._health_task):
+            if background is not None:
+                background.cancel()
         for replica_set in self._sets.values():
             replica_set.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._dns_task is not None:
-            await asyncio.gather(self._dns_task, return_exceptions=True)
+        await asyncio.gather(*(t for t in (self._dns_task, self._health_task) if t is not None), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
@@ -378,13 +392,37 @@ class UpstreamPool:
             for replica_set in list(self._sets.values()):
                 await replica_set.refresh(self._resolver)
 
+    async def _check_health_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.health_check_interval_s)
+            checks = [
+                self._check_health(replica_set, replica)
+                for replica_set in list(self._sets.values())
+                for replica in replica_set.replicas
+                if replica.healthy
+            ]
+            await asyncio.gather(*checks)
+
+    async def _check_health(self, replica_set: ReplicaSet, replica: Replica) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.limits.health_check_timeout_s)
+        headers = {"Host": replica.host_header} if replica.host_header else None
+        try:
+            async with self.session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.eject(replica_set, replica, f"readiness check failed ({type(exc).__name__})")
+            return
+        if status != 200:
+            self.eject(replica_set, replica, f"readiness answered {status}")
+
     # -- ejection ---------------------------------------------------------------------------
 
-    def eject(self, replica_set: ReplicaSet, replica: Replica) -> None:
+    def eject(self, replica_set: ReplicaSet, replica: Replica, reason: str = "refused a connection") -> None:
         if not replica.healthy:
             return
         replica.healthy = False
-        log.warning("replica ejected: %s refused a connection; probing %s", replica.url, HEALTH_PATH)
+        log.warning("replica ejected: %s %s; probing %s", replica.url, reason, HEALTH_PATH)
         if self.on_eject is not None:
             self.on_eject(replica)
         # Waiters may now have no healthy replica at all: let them see it.
@@ -465,7 +503,30 @@ class UpstreamPool:
                     except NoHealthyReplica as busy:
                         raise NoHealthyReplica(busy.message, busy.retry_after_s) from exc
                     continue
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientConnectionResetError) as exc:
+                    # The connection broke before any response byte: a stale keep-alive
+                    # connection, or the replica died holding the request. Replay it once,
+                    # elsewhere when there is an elsewhere (scoring is idempotent).
+                    retryable = isinstance(body, bytes) or body is None or (stream is not None and not stream.started)
+                    if tried is not None or not retryable:
+                        raise _translate(exc) from exc
+                    tried = replica
+                    replica_set.release(replica)
+                    replica = None  # type: ignore[assignment]
+                    # The only healthy replica may take it again, on a fresh connection.
+                    exclude = tried if replica_set.healthy_count() > 1 else None
+                    try:
+                        replica = await replica_set.acquire(wait_s, exclude=exclude)
+                    except NoHealthyReplica as busy:
+                        raise NoHealthyReplica(busy.message, busy.retry_after_s) from exc
+                    continue
                 except (aiohttp.ClientError, TimeoutError) as exc:
+                    if isinstance(exc, (TimeoutError, aiohttp.ServerTimeoutError)) and replica.healthy:
+                        # One slow answer is not a dead replica, a hung one (SIGSTOP, stuck
+                        # loop) is: check its readiness now, ejecting it if that fails too.
+                        check = asyncio.create_task(self._check_health(replica_set, replica))
+                        self._tasks.add(check)
+                        check.add_done_callback(self._tasks.discard)
                     raise _translate(exc) from exc
                 break
             try:

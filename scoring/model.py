@@ -92,6 +92,14 @@ class Model:
             return self._batcher.queue_depth()
         return self._waiting
 
+    def check_capacity(self) -> None:
+        """Raise ``Overloaded`` when a request arriving now would be shed anyway, so a server
+        can answer before it decodes the body: under overload, decoding requests only to
+        shed them starved the event loop (the accepted ones waited seconds)."""
+        depth = self.queue_depth()
+        if self.runner is not None and depth >= self.config.batching.max_queue_size:
+            raise Overloaded(f"{self.metadata.id}: {depth} requests queued (max_queue_size); try again later", retry_after_s=1.0)
+
     async def infer(self, request: InferRequest) -> InferResult:
         """Validate, then compute. Raises InvalidInput, Overloaded, DeadlineExceeded,
         ModelNotReady (closing) or InferenceFailed."""

@@ -35,6 +35,7 @@ import uvicorn
 from scoring import ConfigError, ScoringError
 from server.app import build_app
 from server.config import ServerConfig, load_config
+from server.http_limits import with_head_limits
 from server.http_protocol import CoalescingHttpToolsProtocol
 from server.lifespan import scoring_config
 from server.logs import configure_logging
@@ -120,7 +121,8 @@ def serve(
     uv_config = uvicorn.Config(
         app,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
+        # uvicorn has no request-head timeout or head size limit of its own (slow-loris)
+        http=with_head_limits(CoalescingHttpToolsProtocol, config.request_head_timeout_s),
         lifespan="on",
         log_config=None,
         access_log=False,

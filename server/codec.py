@@ -141,6 +141,9 @@ def _flag(params: Mapping[str, Any], key: str, where: str) -> bool:
     return value
 
 
+_MAX_ELEMENTS = 2**40  # per tensor; far past any memory, well inside numpy's index range
+
+
 def _shape(value: Any, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or len(value) > _MAX_RANK:
         raise InvalidInput(f"{where}: must be a list of at most {_MAX_RANK} integers", field=where)
@@ -149,6 +152,10 @@ def _shape(value: Any, where: str) -> tuple[int, ...]:
             raise InvalidInput(
                 f"{where}: dimensions must be non-negative integers, got {value!r}", field=where
             )
+    # numpy refuses shapes whose non-zero dimensions multiply past its index range even when
+    # another dimension is 0 ([2**62, 0]: a ValueError at reshape, a 500 without this check).
+    if math.prod(d for d in value if d) > _MAX_ELEMENTS:
+        raise InvalidInput(f"{where}: {value!r} has more than {_MAX_ELEMENTS} elements", field=where)
     return tuple(value)
 
 
@@ -196,6 +203,13 @@ def _from_binary(
 
 
 def _bytes_from_binary(view: memoryview, count: int, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if count * 4 > len(view):
+        # Checked before allocating: a shape of 2**31 elements would otherwise allocate and
+        # fill 16 GiB of object pointers, on the event loop, to find out the data is short.
+        raise InvalidInput(
+            f"{where}: binary BYTES data of {len(view)} bytes cannot hold {count} elements (4-byte length each)",
+            field=where,
+        )
     out = np.empty(count, dtype=object)
     pos, end = 0, len(view)
     for i in range(count):

@@ -40,6 +40,7 @@ class ServerConfig:
     scoring_timeout_ms: int = 60_000  # per request, from arrival; past it: 504
     graceful_timeout_s: float = 30.0  # after draining: at most this long for in-flight work
     drain_delay_s: float = 5.0  # after SIGTERM: readiness 503 but still serving, this long
+    request_head_timeout_s: float = 10.0  # a request head (line + headers) must arrive within this
     score_model: str | None = None  # the model /score serves when the repository has several
     scoring_config: Path | None = None  # YAML/JSON file for scoring.ScoringConfig
     executor_threads: int | None = None  # ONNX Runtime / entry-script thread pool size
@@ -61,6 +62,7 @@ class ServerConfig:
         _check_range("scoring_timeout_ms", self.scoring_timeout_ms, 1, 86_400_000)
         _check_range("graceful_timeout_s", self.graceful_timeout_s, 0, 86_400)
         _check_range("drain_delay_s", self.drain_delay_s, 0, 86_400)
+        _check_range("request_head_timeout_s", self.request_head_timeout_s, 0.001, 3600)
         if self.executor_threads is not None:
             _check_range("executor_threads", self.executor_threads, 1, 1024)
         if self.log_level not in get_args(LogLevel):
@@ -154,6 +156,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("scoring_timeout_ms", _int, "an integer", "per-request deadline (default 60000)"),
     Option("graceful_timeout_s", _float, "a number", "shutdown budget for in-flight work (default 30)"),
     Option("drain_delay_s", _float, "a number", "serve with readiness 503 after SIGTERM (default 5)"),
+    Option("request_head_timeout_s", _float, "a number", "close connections whose request head is not in after this (default 10)"),
     Option("score_model", _str, "a model name", "model served by /score when there are several"),
     Option("scoring_config", _path, "a file", "YAML/JSON scoring config (model defaults, threads)"),
     Option("executor_threads", _int, "an integer", "thread pool size for inference"),

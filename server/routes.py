@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from scoring import EntryScriptResponse, InferRequest, InvalidInput, ModelNotReady, RawRequest
+from scoring import EntryScriptResponse, InferRequest, InvalidInput, ModelNotReady, ModelStatus, RawRequest
 from server import codec, openapi
 from server.errors import (
     AmbiguousModel,
@@ -57,7 +57,7 @@ def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) 
 def _version(text: str | None) -> int | None:
     if text is None or text == "":
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:  # "²".isdigit() is True
         raise InvalidInput(f"version: must be a positive integer, got '{text}'", field="version")
     return int(text)
 
@@ -88,7 +88,7 @@ def _check_json_body(request: Request, allow_binary: bool) -> None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refusing (413) past ``limit`` bytes before buffering it whole."""
     length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
+    if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     total = 0
@@ -157,9 +157,20 @@ async def ready(request: Request) -> Response:
     server = _state(request)
     if server.lifecycle.draining:
         raise Unavailable("server is shutting down")
-    if server.repository is None or not server.repository.ready():
-        raise Unavailable("models are still loading (or failed: see /v2/repository/index)")
+    if server.repository is None:
+        raise Unavailable("models are still loading")
+    if not server.repository.ready():
+        raise Unavailable(_not_ready_message(server.repository.index()))
     return _EMPTY_OK
+
+
+def _not_ready_message(index: list[ModelStatus]) -> str:
+    """Which versions are not ready and why, so an operator reading a failed probe knows
+    which model to look at (the repository index has the full list)."""
+    pending = [s for s in index if s.state != "READY" and s.reason != "unloaded"]
+    shown = "; ".join(f"{s.name}/{s.version} {s.state}" + (f" ({s.reason[:200]})" if s.reason else "") for s in pending[:10])
+    more = f"; and {len(pending) - 10} more" if len(pending) > 10 else ""
+    return f"models not ready: {shown}{more} (see /v2/repository/index)" if shown else "models are still loading"
 
 
 async def server_metadata(request: Request) -> Response:
@@ -239,13 +250,14 @@ async def infer(request: Request) -> Response:
     header_length_text = request.headers.get("inference-header-content-length")
     header_length: int | None = None
     if header_length_text is not None:
-        if not header_length_text.isdigit():
+        if not (header_length_text.isascii() and header_length_text.isdigit()):  # not "²"
             raise InvalidInput(
                 f"Inference-Header-Content-Length: must be an integer, got '{header_length_text}'",
                 field="Inference-Header-Content-Length",
             )
         header_length = int(header_length_text)
     body = await read_body(request, server.config.max_request_bytes)
+    model.check_capacity()  # shed before decoding: decoding only to shed is what overload costs
     decoded = codec.decode_infer_request(body, header_length)
 
     started_ns = time.time_ns()

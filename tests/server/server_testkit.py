@@ -60,6 +60,9 @@ class FakeModel:
     def queue_depth(self) -> int:
         return 0
 
+    def check_capacity(self) -> None:
+        pass
+
     async def infer(self, request: InferRequest) -> InferResult:
         self.calls += 1
         if set(request.inputs) != {"x"}:
