@@ -49,31 +49,45 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> None:
-    runtime = RouterRuntime(config, args.state_dir)
-    tracer = trace.get_tracer("infergate.router") if tracing else None
-    server = RouterServer(
-        runtime, args.host, args.port, args.admin_port, tracer=tracer, head_timeout_s=args.request_head_timeout_s
-    )
-    await server.start()
+    # Signal handlers go in before the sockets are bound: a SIGHUP (or SIGTERM) that arrives
+    # while the router starts must not take the default action and kill the process. A
+    # reload asked for during start-up runs once the router has started; a stop, likewise.
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, server.request_stop)
-    loop.add_signal_handler(signal.SIGINT, server.request_stop)
+    started = asyncio.Event()
+    stopping = asyncio.Event()
     reloads: set[asyncio.Task[bool]] = set()
 
+    async def reload_when_started() -> bool:
+        await started.wait()
+        return await runtime.reload()
+
     def reload() -> None:
-        task = loop.create_task(runtime.reload())
+        task = loop.create_task(reload_when_started())
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
-    log.info(
-        "router ready",
-        extra={"port": server.port, "admin_port": server.admin_port, "endpoints": len(config.endpoints)},
-    )
     try:
+        runtime = RouterRuntime(config, args.state_dir)
+        tracer = trace.get_tracer("infergate.router") if tracing else None
+        server = RouterServer(
+            runtime, args.host, args.port, args.admin_port, tracer=tracer, head_timeout_s=args.request_head_timeout_s
+        )
+        await server.start()
+        started.set()
+        log.info(
+            "router ready",
+            extra={"port": server.port, "admin_port": server.admin_port, "endpoints": len(config.endpoints)},
+        )
+        stopper = loop.create_task(stopping.wait())
+        stopper.add_done_callback(lambda _: server.request_stop())
         await server.wait()
+        stopper.cancel()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in handled:
             loop.remove_signal_handler(sig)
     log.info("router stopped")
 

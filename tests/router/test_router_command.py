@@ -42,6 +42,50 @@ def test_port_in_use_exits_non_zero_naming_the_address(tmp_path: Path, capsys: p
             assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_sighup_during_start_up_does_not_kill_the_router(tmp_path: Path) -> None:
+    # SIGHUP's default action ends a process: the reload handler must be in place before
+    # the ports take connections. Sent the moment the admin port first accepts one.
+    async def scenario() -> None:
+        path = write_config(tmp_path, [endpoint("svc", [version("va", "http://127.0.0.1:1", default=True)], auth_enabled=False)])
+        port, admin_port = _free_port(), _free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "server.cli", "route", "--config", str(path),
+            "--port", str(port), "--admin-port", str(admin_port), "--state-dir", str(tmp_path / "state"),
+            cwd=ROOT, env={"INFERGATE_ADMIN_TOKEN": ADMIN_TOKEN, "PATH": "/usr/bin:/bin"},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", admin_port)
+                    writer.close()
+                    break
+                except OSError:
+                    assert proc.returncode is None and loop.time() < deadline
+                    await asyncio.sleep(0.001)
+            proc.send_signal(signal.SIGHUP)
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    try:
+                        async with session.get(f"http://127.0.0.1:{admin_port}/metrics") as r:
+                            if 'infergate_router_config_reloads_total{result="applied"} 1.0' in await r.text():
+                                break
+                    except aiohttp.ClientConnectionError:
+                        pass
+                    assert proc.returncode is None and loop.time() < deadline
+                    await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+    run(scenario())
+
+
 def test_router_process_reloads_on_sighup_and_stops_on_sigterm(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with upstreams("a", "b") as (a, b):
