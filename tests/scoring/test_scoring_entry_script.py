@@ -264,3 +264,29 @@ def test_run_calls_are_one_at_a_time_by_default(tmp_path: Path) -> None:
         assert await asyncio.gather(*calls) == [1, 1, 1]
 
     with_repo(ModelRepository(tmp_path), body)
+
+
+def test_azureml_stand_ins_never_hide_an_installed_azureml_package(tmp_path: Path) -> None:
+    # An installed azureml-core (the `azureml` namespace package) must stay importable next
+    # to the stand-in `azureml.contrib.services.*` modules: old score.py files use both.
+    # In a child process, so this test's sys.modules stay clean.
+    site = tmp_path / "site"
+    (site / "azureml" / "core").mkdir(parents=True)  # a namespace package, like azureml-core's
+    (site / "azureml" / "core" / "__init__.py").write_text("MARK = 'real azureml.core'\n")
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        from scoring.entry_script import install_azureml_stand_ins
+        install_azureml_stand_ins()
+        from azureml.contrib.services.aml_request import rawhttp
+        import azureml.core
+        print(azureml.core.MARK, callable(rawhttp))
+        """
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script, str(site)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "real azureml.core True"
