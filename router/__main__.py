@@ -123,7 +123,7 @@ async def _stop_after_drain(server: RouterServer, stopping: asyncio.Event, stop_
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop_now.wait(), delay_s)
     log.info("stopping: no new connections; finishing in-flight requests", extra={"event": "stopping"})
-    server.request_stop()
+    await server.stop_after_drain()
 
 
 def main(argv: list[str]) -> int:

@@ -19,7 +19,7 @@ import uvicorn
 from opentelemetry import trace
 
 from router.admin import build_admin_app
-from router.drain import DrainingProtocol, DrainState, with_drain
+from router.drain import DrainingProtocol, DrainState, drain_accept_queue, with_drain
 from router.http_limits import DEFAULT_HEAD_TIMEOUT_S, with_head_limits
 from router.http_protocol import CoalescingHttpToolsProtocol
 from router.lifespan import RouterRuntime
@@ -125,6 +125,13 @@ class RouterServer:
             for connection in list(server.server_state.connections):
                 if isinstance(connection, DrainingProtocol):
                     connection.start_drain()
+
+    async def stop_after_drain(self) -> None:
+        """After ``start_drain``: refuse new connections, let the loop accept those the kernel
+        already queued (closing the sockets would reset them), then ``request_stop``."""
+        if self.draining:
+            await drain_accept_queue(self._sockets)
+        self.request_stop()
 
     def request_stop(self) -> None:
         for server in self._servers:
