@@ -123,7 +123,7 @@ async def router_faults(repo: Path, tmp: Path, duration_s: float, concurrency: i
             router = await asyncio.to_thread(Router, config, tmp / "state-router", port, admin_port)
             await _hold(load, duration_s / 3)
         rows.append(_row("router restart (SIGTERM, start again)", f"{concurrency} clients via router",
-                         "1 graceful restart", load.result, fault_at))
+                         "1 graceful restart (drain 2 s)", load.result, fault_at))
     finally:
         router.stop()
         for r in replicas:
