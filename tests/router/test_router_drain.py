@@ -51,46 +51,44 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
 
 def test_keep_alive_request_sent_as_the_drain_starts_gets_a_whole_answer_then_a_clean_close(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with upstreams("a") as (a,):
-            async with router(tmp_path, [endpoint("svc", [version("va", a, default=True)])]) as server:
-                request = REQUEST.format(path="score", auth=key_header(server, "svc")["Authorization"]).encode()
-                async with connection(server.port) as (reader, writer):
-                    writer.write(request)
-                    status, headers, _ = await read_response(reader)
-                    assert status == 200 and "connection" not in headers  # kept alive
-                    # The next request leaves in the same tick the drain starts: the router has
-                    # not read it yet, so its connection is idle and must not be closed under it.
-                    writer.write(request)
-                    server.start_drain()
-                    status, headers, body = await read_response(reader)
-                    assert status == 200 and b'"replica":"a"' in body
-                    assert headers["connection"] == "close"
-                    assert await asyncio.wait_for(reader.read(), 10) == b""  # EOF, not ECONNRESET
-                assert a.hits == 2
+        async with upstreams("a") as (a,), router(tmp_path, [endpoint("svc", [version("va", a, default=True)])]) as server:
+            request = REQUEST.format(path="score", auth=key_header(server, "svc")["Authorization"]).encode()
+            async with connection(server.port) as (reader, writer):
+                writer.write(request)
+                status, headers, _ = await read_response(reader)
+                assert status == 200 and "connection" not in headers  # kept alive
+                # The next request leaves in the same tick the drain starts: the router has
+                # not read it yet, so its connection is idle and must not be closed under it.
+                writer.write(request)
+                server.start_drain()
+                status, headers, body = await read_response(reader)
+                assert status == 200 and b'"replica":"a"' in body
+                assert headers["connection"] == "close"
+                assert await asyncio.wait_for(reader.read(), 10) == b""  # EOF, not ECONNRESET
+            assert a.hits == 2
 
     run(scenario())
 
 
 def test_request_in_flight_when_the_drain_starts_is_answered_with_connection_close(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with upstreams("a") as (a,):
-            async with router(tmp_path, [endpoint("svc", [version("va", a, default=True)])]) as server:
-                auth = key_header(server, "svc")["Authorization"]
-                async with connection(server.port) as (reader, writer):
-                    writer.write(REQUEST.format(path="slow", auth=auth).encode())
-                    await until(lambda: a.inflight == 1)
-                    server.start_drain()
-                    assert server.draining
-                    a.release.set()
-                    status, headers, _ = await read_response(reader)
-                    assert status == 200 and headers["connection"] == "close"
-                    assert await asyncio.wait_for(reader.read(), 10) == b""
-                # A new connection during the drain is still served, and closed after its answer.
-                async with connection(server.port) as (reader, writer):
-                    writer.write(REQUEST.format(path="score", auth=auth).encode())
-                    status, headers, _ = await read_response(reader)
-                    assert status == 200 and headers["connection"] == "close"
-                    assert await asyncio.wait_for(reader.read(), 10) == b""
+        async with upstreams("a") as (a,), router(tmp_path, [endpoint("svc", [version("va", a, default=True)])]) as server:
+            auth = key_header(server, "svc")["Authorization"]
+            async with connection(server.port) as (reader, writer):
+                writer.write(REQUEST.format(path="slow", auth=auth).encode())
+                await until(lambda: a.inflight == 1)
+                server.start_drain()
+                assert server.draining
+                a.release.set()
+                status, headers, _ = await read_response(reader)
+                assert status == 200 and headers["connection"] == "close"
+                assert await asyncio.wait_for(reader.read(), 10) == b""
+            # A new connection during the drain is still served, and closed after its answer.
+            async with connection(server.port) as (reader, writer):
+                writer.write(REQUEST.format(path="score", auth=auth).encode())
+                status, headers, _ = await read_response(reader)
+                assert status == 200 and headers["connection"] == "close"
+                assert await asyncio.wait_for(reader.read(), 10) == b""
 
     run(scenario())
 
@@ -108,35 +106,34 @@ def test_stop_after_the_drain_resets_neither_queued_nor_fresh_connections(tmp_pa
     request had not arrived, when the ports close: every one gets its whole answer."""
 
     async def scenario() -> None:
-        async with upstreams("a") as (a,):
-            async with router(tmp_path, [endpoint("svc", [version("va", a, default=True)])]) as server:
-                request = REQUEST.format(path="score", auth=key_header(server, "svc")["Authorization"]).encode()
-                server.start_drain()
-                async with connection(server.port) as (fresh_reader, fresh_writer):
-                    proxy = server._servers[0]
-                    await until(lambda: len(proxy.server_state.connections) == 1)
-                    # Blocking connects from the loop's own thread: the kernel completes them
-                    # and queues them; the loop cannot accept them until we await.
-                    queued = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
-                    try:
-                        for sock in queued:
-                            sock.sendall(request)
-                        await server.stop_after_drain()
-                        await until(lambda: not proxy.servers[0].is_serving())
-                        fresh_writer.write(request)  # after uvicorn's shutdown began
-                        status, headers, _ = await read_response(fresh_reader)
-                        assert status == 200 and headers["connection"] == "close"
-                        assert await asyncio.wait_for(fresh_reader.read(), 10) == b""
-                        for sock in queued:
-                            sock.setblocking(False)
-                            async with connection(0, sock) as (reader, _):
-                                status, headers, _ = await read_response(reader)
-                                assert status == 200 and headers["connection"] == "close"
-                                assert await asyncio.wait_for(reader.read(), 10) == b""
-                    finally:
-                        for sock in queued:
-                            sock.close()
-                assert a.hits == 4
+        async with upstreams("a") as (a,), router(tmp_path, [endpoint("svc", [version("va", a, default=True)])]) as server:
+            request = REQUEST.format(path="score", auth=key_header(server, "svc")["Authorization"]).encode()
+            server.start_drain()
+            async with connection(server.port) as (fresh_reader, fresh_writer):
+                proxy = server._servers[0]
+                await until(lambda: len(proxy.server_state.connections) == 1)
+                # Blocking connects from the loop's own thread: the kernel completes them
+                # and queues them; the loop cannot accept them until we await.
+                queued = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(3)]
+                try:
+                    for sock in queued:
+                        sock.sendall(request)
+                    await server.stop_after_drain()
+                    await until(lambda: not proxy.servers[0].is_serving())
+                    fresh_writer.write(request)  # after uvicorn's shutdown began
+                    status, headers, _ = await read_response(fresh_reader)
+                    assert status == 200 and headers["connection"] == "close"
+                    assert await asyncio.wait_for(fresh_reader.read(), 10) == b""
+                    for sock in queued:
+                        sock.setblocking(False)
+                        async with connection(0, sock) as (reader, _):
+                            status, headers, _ = await read_response(reader)
+                            assert status == 200 and headers["connection"] == "close"
+                            assert await asyncio.wait_for(reader.read(), 10) == b""
+                finally:
+                    for sock in queued:
+                        sock.close()
+            assert a.hits == 4
 
     run(scenario())
 
