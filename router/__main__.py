@@ -1,17 +1,26 @@
 """``infergate route``: run the router in front of scoring replicas.
 
     infergate route --config router.yaml [--host 127.0.0.1] [--port 8000]
-                    [--admin-port 8002] [--state-dir DIR]
+                    [--admin-port 8002] [--state-dir DIR] [--drain-delay-s 2]
 
-An invalid config exits with status 2 and the field error on stderr. SIGTERM and SIGINT stop
-both ports gracefully (in-flight requests drain); SIGHUP reloads the config file (an invalid
-file is logged and the running config kept).
+An invalid config exits with status 2 and the field error on stderr. SIGHUP reloads the config
+file (an invalid file is logged and the running config kept). SIGTERM and SIGINT stop both
+ports gracefully:
+
+1. for ``--drain-delay-s`` the router keeps serving, but every answer carries
+   ``Connection: close``, so keep-alive clients leave after their request is answered (a
+   connection closed while idle can race a request its client is sending: a reset);
+2. then the listening sockets close and in-flight requests finish (30 s at most);
+3. the pooled upstream client closes and the process exits 0.
+
+A second signal skips the rest of the drain delay.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -44,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
         "--request-head-timeout-s", type=float, default=10.0,
         help="close connections whose request head is not in after this many seconds (default 10)",
     )
+    parser.add_argument(
+        "--drain-delay-s", type=float, default=2.0,
+        help="on SIGTERM/SIGINT, serve this many seconds more with Connection: close before closing the ports (default 2)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -67,8 +80,19 @@ async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> 
         task.add_done_callback(reloads.discard)
 
     handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
-    loop.add_signal_handler(signal.SIGINT, stopping.set)
+    signals_seen = 0
+
+    def stop() -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            stopping.set()
+        else:  # a second signal: no more drain delay
+            stop_now.set()
+
+    stop_now = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop)
+    loop.add_signal_handler(signal.SIGINT, stop)
     loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         runtime = RouterRuntime(config, args.state_dir)
@@ -82,8 +106,7 @@ async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> 
             "router ready",
             extra={"port": server.port, "admin_port": server.admin_port, "endpoints": len(config.endpoints)},
         )
-        stopper = loop.create_task(stopping.wait())
-        stopper.add_done_callback(lambda _: server.request_stop())
+        stopper = loop.create_task(_stop_after_drain(server, stopping, stop_now, args.drain_delay_s))
         await server.wait()
         stopper.cancel()
     finally:
@@ -92,10 +115,24 @@ async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> 
     log.info("router stopped")
 
 
+async def _stop_after_drain(server: RouterServer, stopping: asyncio.Event, stop_now: asyncio.Event, delay_s: float) -> None:
+    await stopping.wait()
+    if delay_s > 0:
+        server.start_drain()
+        log.info("draining: answering with Connection: close for %.1f s, then stopping", delay_s, extra={"event": "draining"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop_now.wait(), delay_s)
+    log.info("stopping: no new connections; finishing in-flight requests", extra={"event": "stopping"})
+    await server.stop_after_drain()
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if not 0 < args.request_head_timeout_s <= 3600:
         print(f"infergate route: --request-head-timeout-s: must be between 0 and 3600, got {args.request_head_timeout_s}", file=sys.stderr)
+        return 2
+    if not 0 <= args.drain_delay_s <= 600:
+        print(f"infergate route: --drain-delay-s: must be between 0 and 600, got {args.drain_delay_s}", file=sys.stderr)
         return 2
     configure_logging(args.log_level)
     try:

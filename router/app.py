@@ -2,8 +2,9 @@
 port, one uvicorn server for each, in one event loop.
 
 ``RouterServer`` binds both sockets itself (so a port in use is an ``OSError`` here, not an exit
-inside uvicorn, and port 0 works: the real ports are read back), starts, and stops: stop
-accepting, drain in-flight requests with a deadline, then close the pooled client.
+inside uvicorn, and port 0 works: the real ports are read back), starts, and stops: optionally
+a drain phase first (``start_drain``: still serving, every answer ``Connection: close``), then
+stop accepting, drain in-flight requests with a deadline, then close the pooled client.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import uvicorn
 from opentelemetry import trace
 
 from router.admin import build_admin_app
+from router.drain import DrainingProtocol, DrainState, drain_accept_queue, with_drain
 from router.http_limits import DEFAULT_HEAD_TIMEOUT_S, with_head_limits
 from router.http_protocol import CoalescingHttpToolsProtocol
 from router.lifespan import RouterRuntime
@@ -91,11 +93,13 @@ class RouterServer:
             _Server(uvicorn.Config(self.proxy, http=CoalescingHttpToolsProtocol, server_header=False, date_header=False, **common)),  # type: ignore[arg-type]
             _Server(uvicorn.Config(self.admin, **common)),  # type: ignore[arg-type]
         ]
+        self.drain_state = DrainState()
         for server in self._servers:
             # uvicorn has no request-head timeout or head size limit of its own (slow-loris):
             # wrap whichever httptools protocol the config chose.
             server.config.load()
-            server.config.http_protocol_class = with_head_limits(server.config.http_protocol_class, head_timeout_s)  # type: ignore[arg-type]
+            limited = with_head_limits(server.config.http_protocol_class, head_timeout_s)  # type: ignore[arg-type]
+            server.config.http_protocol_class = with_drain(limited, self.drain_state)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -108,6 +112,26 @@ class RouterServer:
                     task.result()  # a startup failure: raise it here
                     raise RuntimeError("router server stopped during start-up")
             await asyncio.sleep(0.01)
+
+    @property
+    def draining(self) -> bool:
+        return self.drain_state.draining
+
+    def start_drain(self) -> None:
+        """Keep serving, but close every connection after its current or next answer
+        (``Connection: close``), so none is idle when ``request_stop`` closes the rest."""
+        self.drain_state.draining = True
+        for server in self._servers:
+            for connection in list(server.server_state.connections):
+                if isinstance(connection, DrainingProtocol):
+                    connection.start_drain()
+
+    async def stop_after_drain(self) -> None:
+        """After ``start_drain``: refuse new connections, let the loop accept those the kernel
+        already queued (closing the sockets would reset them), then ``request_stop``."""
+        if self.draining:
+            await drain_accept_queue(self._sockets)
+        self.request_stop()
 
     def request_stop(self) -> None:
         for server in self._servers:

@@ -61,7 +61,9 @@ SECRET_DIR = "/etc/infergate/secret"
 ROUTER_CONFIG_DIR = "/etc/infergate/router"
 UID = 10001
 # The scoring server's own drain (readiness 503 while still serving), and the margin the
-# kubelet gets on top before SIGKILL.
+# kubelet gets on top before SIGKILL. The router, after its preStop sleep, drains for its
+# default --drain-delay-s (2 s, Connection: close while serving) plus at most 1 s for its
+# accept queue: inside GRACE_MARGIN_S.
 DRAIN_DELAY_S = 5
 GRACEFUL_TIMEOUT_S = 30
 GRACE_MARGIN_S = 10
