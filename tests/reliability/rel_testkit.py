@@ -280,27 +280,31 @@ class Load:
         await self._session.close()
 
     async def _client(self) -> None:
-        assert self._session is not None
         while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                async with self._session.post(self.url, data=self.body, headers=self.headers, timeout=self.timeout) as r:
-                    await r.read()
-                    status = r.status
-                    if status == 200:
-                        self.result.ok_latencies_s.append(time.monotonic() - started)
-                    elif "Retry-After" in r.headers:
-                        self.result.retry_after[r.headers["Retry-After"]] += 1
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status = 0
-                self.result.errors[type(exc).__name__] += 1
-                retryable = isinstance(exc, aiohttp.ClientConnectorError)
-            else:
-                retryable = _signalled(status, "Retry-After" in r.headers)
-            self.result.statuses[status] += 1
-            if status != 200:
-                self.result.fail_times.append(time.monotonic())
-                self.result.lost += not retryable
+            await self._send()
+
+    async def _send(self) -> None:
+        """Send one request and count its answer (closed- and open-loop clients alike)."""
+        assert self._session is not None
+        started = time.monotonic()
+        try:
+            async with self._session.post(self.url, data=self.body, headers=self.headers, timeout=self.timeout) as r:
+                await r.read()
+                status = r.status
+                if status == 200:
+                    self.result.ok_latencies_s.append(time.monotonic() - started)
+                elif "Retry-After" in r.headers:
+                    self.result.retry_after[r.headers["Retry-After"]] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status = 0
+            self.result.errors[type(exc).__name__] += 1
+            retryable = isinstance(exc, aiohttp.ClientConnectorError)
+        else:
+            retryable = _signalled(status, "Retry-After" in r.headers)
+        self.result.statuses[status] += 1
+        if status != 200:
+            self.result.fail_times.append(time.monotonic())
+            self.result.lost += not retryable
 
     async def until_sent(self, n: int, deadline_s: float = 60.0) -> None:
         """Wait until ``n`` more answers have come back."""
@@ -364,26 +368,8 @@ class OpenLoad(Load):
             await asyncio.sleep(max(0.0, next_at - loop.time()))
 
     async def _one(self) -> None:
-        assert self._session is not None
         self.inflight += 1
-        started = time.monotonic()
         try:
-            async with self._session.post(self.url, data=self.body, headers=self.headers, timeout=self.timeout) as r:
-                await r.read()
-                status = r.status
-                if status == 200:
-                    self.result.ok_latencies_s.append(time.monotonic() - started)
-                elif "Retry-After" in r.headers:
-                    self.result.retry_after[r.headers["Retry-After"]] += 1
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            status = 0
-            self.result.errors[type(exc).__name__] += 1
-            retryable = isinstance(exc, aiohttp.ClientConnectorError)
-        else:
-            retryable = _signalled(status, "Retry-After" in r.headers)
+            await self._send()
         finally:
             self.inflight -= 1
-        self.result.statuses[status] += 1
-        if status != 200:
-            self.result.fail_times.append(time.monotonic())
-            self.result.lost += not retryable

@@ -7,7 +7,6 @@ negative shapes and datatype/shape mismatches on a real server; every route of t
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -4,7 +4,6 @@ the server stays healthy."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import httpx
