@@ -72,6 +72,11 @@ class UnsupportedMediaType(ServerError):
     pass
 
 
+class ClientGone(ServerError):
+    """The client disconnected before its request body arrived (nothing can be answered;
+    the status is for the metrics and the access log, nginx's 499)."""
+
+
 class ScoringTimeout(ServerError):
     """The request's --scoring-timeout-ms passed while it was being scored."""
 
@@ -92,6 +97,7 @@ STATUS: dict[type[BaseException], int] = {
     MethodNotAllowed: 405,
     PayloadTooLarge: 413,
     UnsupportedMediaType: 415,
+    ClientGone: 499,
     InferenceFailed: 500,  # the model or user code raised: its message is sent, not a stack
     ScoringError: 500,
     ModelNotReady: 503,

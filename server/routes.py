@@ -10,7 +10,7 @@ import asyncio
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from server import codec, openapi
 from server.errors import (
     AmbiguousModel,
     BadRequest,
+    ClientGone,
     MethodNotAllowed,
     PayloadTooLarge,
     ScoringTimeout,
@@ -38,6 +39,8 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "parameters"]
 
 _JSON = "application/json"
 _EMPTY_OK = Response(status_code=200)
+
+T = TypeVar("T")
 
 
 def _state(request: Request) -> ServerState:
@@ -62,11 +65,30 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
-def _media_type(request: Request) -> str:
-    content_type = request.headers.get("content-type")
-    if content_type is None:
-        return ""
-    return content_type.split(";", 1)[0].strip().lower()
+class BodyHeaders:
+    """The request headers the body readers need, read in one pass over the raw list
+    (Starlette's ``request.headers`` builds a mapping per request and scans it per lookup)."""
+
+    __slots__ = ("media_type", "length", "encoding", "inference_header_length")
+
+    def __init__(self, scope: Scope) -> None:
+        content_type = length = encoding = header_length = None
+        for key, value in scope["headers"]:
+            # The first of repeated headers wins, as with ``request.headers.get``.
+            if key == b"content-type":
+                content_type = value if content_type is None else content_type
+            elif key == b"content-length":
+                length = value if length is None else length
+            elif key == b"content-encoding":
+                encoding = value if encoding is None else encoding
+            elif key == b"inference-header-content-length":
+                header_length = value if header_length is None else header_length
+        self.media_type = (
+            "" if content_type is None else content_type.decode("latin-1").split(";", 1)[0].strip().lower()
+        )
+        self.length = None if length is None else length.decode("latin-1")
+        self.encoding = None if encoding is None else encoding.decode("latin-1").strip().lower()
+        self.inference_header_length = None if header_length is None else header_length.decode("latin-1")
 
 
 # Media types whose body is parsed as JSON: tritonclient sends none, and `curl -d` sends
@@ -74,9 +96,9 @@ def _media_type(request: Request) -> str:
 _JSON_LIKE = frozenset(("", _JSON, "text/plain", "application/x-www-form-urlencoded"))
 
 
-def _check_json_body(request: Request, allow_binary: bool) -> None:
+def _check_json_body(headers: BodyHeaders, allow_binary: bool) -> None:
     """JSON with or without a JSON content type."""
-    media = _media_type(request)
+    media = headers.media_type
     if media in _JSON_LIKE or (media.startswith("application/") and media.endswith("+json")):
         return
     if allow_binary and media == "application/octet-stream":
@@ -85,24 +107,33 @@ def _check_json_body(request: Request, allow_binary: bool) -> None:
     raise UnsupportedMediaType(f"Content-Type: expected {expected}, got '{media}'")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, headers: BodyHeaders | None = None) -> bytes:
     """The whole body, refusing (413) past ``limit`` bytes before buffering it whole."""
-    length = request.headers.get("content-length")
+    if headers is None:
+        headers = BodyHeaders(request.scope)
+    length = headers.length
     if length is not None and length.isascii() and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body is {length} bytes; the limit is {limit}")
+    receive = request.receive
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone("the client disconnected while sending the body")
+        chunk: bytes = message.get("body", b"")
         total += len(chunk)
         if total > limit:
             raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes")
         if chunk:
             chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = request.headers.get("content-encoding")
-    if encoding is None or encoding.strip().lower() == "identity":
+    encoding = headers.encoding
+    if encoding is None or encoding == "identity":
         return body
-    return _decompress(body, encoding.strip().lower(), limit)
+    return _decompress(body, encoding, limit)
 
 
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
@@ -127,17 +158,36 @@ def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
     raise BadRequest(f"Content-Encoding {encoding}: the body is not valid {encoding} data")
 
 
-async def _scored(server: ServerState, info: RequestInfo, awaitable: Any) -> Any:
-    """Await scoring within the request's --scoring-timeout-ms (counted from arrival)."""
+async def _scored(server: ServerState, info: RequestInfo, awaitable: Awaitable[T]) -> T:
+    """Await scoring within the request's --scoring-timeout-ms (counted from arrival).
+
+    What ``asyncio.timeout`` does, with one timer handle and no context object: half its
+    cost per request. The cancellation count is checked as ``asyncio.timeout`` checks it,
+    so a cancellation from elsewhere (the client went away) is not taken for a timeout.
+    """
     timeout_s = server.config.scoring_timeout_ms / 1000.0
     remaining = timeout_s - (time.perf_counter() - info.started)
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = asyncio.get_running_loop().call_later(max(remaining, 0.0), expire)
     try:
-        async with asyncio.timeout(max(remaining, 0.0)):
-            return await awaitable
-    except TimeoutError:
-        raise ScoringTimeout(
-            f"scoring took longer than {server.config.scoring_timeout_ms} ms"
-        ) from None
+        return await awaitable
+    except asyncio.CancelledError:
+        if expired and task.uncancel() <= cancelling:
+            raise ScoringTimeout(
+                f"scoring took longer than {server.config.scoring_timeout_ms} ms"
+            ) from None
+        raise
+    finally:
+        timer.cancel()
 
 
 def _deadline(server: ServerState, info: RequestInfo) -> float:
@@ -246,8 +296,9 @@ async def infer(request: Request) -> Response:
     info.model = name
     md = model.metadata
     info.version = version = str(md.id.version)
-    _check_json_body(request, allow_binary=True)
-    header_length_text = request.headers.get("inference-header-content-length")
+    headers = BodyHeaders(request.scope)
+    _check_json_body(headers, allow_binary=True)
+    header_length_text = headers.inference_header_length
     header_length: int | None = None
     if header_length_text is not None:
         if not (header_length_text.isascii() and header_length_text.isdigit()):  # not "²"
@@ -256,7 +307,7 @@ async def infer(request: Request) -> Response:
                 field="Inference-Header-Content-Length",
             )
         header_length = int(header_length_text)
-    body = await read_body(request, server.config.max_request_bytes)
+    body = await read_body(request, server.config.max_request_bytes, headers)
     model.check_capacity()  # shed before decoding: decoding only to shed is what overload costs
     decoded = codec.decode_infer_request(body, header_length)
 
@@ -411,8 +462,9 @@ async def score(request: Request) -> Response:
     if method == "GET":
         doc: Any = _query_input(request)
     else:
-        _check_json_body(request, allow_binary=False)
-        doc = codec.loads(await read_body(request, server.config.max_request_bytes))
+        headers = BodyHeaders(request.scope)
+        _check_json_body(headers, allow_binary=False)
+        doc = codec.loads(await read_body(request, server.config.max_request_bytes, headers))
     inputs = _score_inputs(doc, md)
     started = time.perf_counter()
     started_ns = time.time_ns()

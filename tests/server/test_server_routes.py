@@ -3,6 +3,7 @@ the HTTP edge cases, the real ModelRepository on tiny ONNX models for the real t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from server_testkit import (
     FakeModel,
     FakeRepository,
@@ -182,6 +183,73 @@ def test_body_over_the_limit_is_413(fake: FakeRepository) -> None:
 def test_scoring_timeout_is_504(fake: FakeRepository) -> None:
     with _client(fake, scoring_timeout_ms=50) as c:
         assert "50 ms" in assert_json_error(c.post("/v2/models/double/infer", json=v2_body([777, 0, 0], [1, 3])), 504)
+
+
+async def _drive(app: Any, path: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One request straight through the ASGI app (lifespan run by hand): what it sent."""
+    sent: list[dict[str, Any]] = []
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    router = app.app
+    async with router.lifespan_context(router) as state:
+        scope = {
+            "type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "headers": [(b"content-type", b"application/json")], "state": dict(state), "root_path": "",
+        }  # fmt: skip
+        await app(scope, receive, send)
+    return sent
+
+
+def test_client_gone_mid_body_is_499_without_an_error_log(
+    fake: FakeRepository, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    app = build_app(fake_config(), registry=registry, repository_factory=lambda c: fake)
+    part = {"type": "http.request", "body": b'{"inputs": [', "more_body": True}
+    sent = asyncio.run(_drive(app, "/v2/models/double/infer", [part]))
+    assert sent[0]["status"] == 499
+    assert fake.models["double"].calls == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+    text = generate_latest(registry).decode()
+    assert 'infergate_requests_total{code="499",model="double",protocol="v2",version="1"} 1.0' in text
+
+
+def test_cancelled_scoring_is_not_a_timeout(fake: FakeRepository) -> None:
+    """A request cancelled from outside (server shutdown, client gone) while scoring stays
+    cancelled: it is not reported as the scoring timeout."""
+    app = build_app(fake_config(scoring_timeout_ms=60_000), registry=CollectorRegistry(), repository_factory=lambda c: fake)
+    body = orjson.dumps(v2_body([777, 0, 0], [1, 3]))
+
+    async def scenario() -> None:
+        task = asyncio.create_task(_drive(app, "/v2/models/double/infer", [{"type": "http.request", "body": body}]))
+        while fake.models["double"].calls == 0:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+
+
+def test_scoring_timeout_leaves_the_task_uncancelled(fake: FakeRepository) -> None:
+    app = build_app(fake_config(scoring_timeout_ms=20), registry=CollectorRegistry(), repository_factory=lambda c: fake)
+    body = orjson.dumps(v2_body([777, 0, 0], [1, 3]))
+
+    async def scenario() -> tuple[list[dict[str, Any]], int]:
+        sent = await _drive(app, "/v2/models/double/infer", [{"type": "http.request", "body": body}])
+        task = asyncio.current_task()
+        assert task is not None
+        return sent, task.cancelling()
+
+    sent, cancelling = asyncio.run(scenario())
+    assert sent[0]["status"] == 504
+    assert cancelling == 0
 
 
 def test_not_ready_model_is_503(fake: FakeRepository) -> None:
