@@ -15,14 +15,28 @@ copies its queue depth and readiness into multiprocess gauges once a second
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from scoring import ModelStatus
 
@@ -99,46 +113,56 @@ class Metrics:
         self.registry = registry
         self.view = view or RepositoryView()
         self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
-        self.requests = Counter(
+        # One process: the per-request series are plain Python numbers read when scraped
+        # (LocalCollector), a third of prometheus-client's cost per request (its locked
+        # per-bucket increments were ~10% of the infer path). Several workers: the
+        # prometheus-client types, whose values live in the shared multiprocess files.
+        local = None if self.multiprocess else LocalCollector()
+        counter: Any = Counter if local is None else local.counter
+        histogram: Any = Histogram if local is None else local.histogram
+        gauge: Any = Gauge if local is None else local.gauge
+        self.requests = counter(
             "infergate_requests",
             "Inference requests answered, by model, version, protocol (v2|azureml) and status code.",
             ["model", "version", "protocol", "code"],
             registry=registry,
         )
-        self.request_duration = Histogram(
+        self.request_duration = histogram(
             "infergate_request_duration_seconds",
             "Time from request arrival to the end of the response, inference routes.",
             ["model", "version", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.queue_duration = Histogram(
+        self.queue_duration = histogram(
             "infergate_queue_duration_seconds",
             "Time a request waited in the batching queue before its batch ran.",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.compute_duration = Histogram(
+        self.compute_duration = histogram(
             "infergate_compute_duration_seconds",
             "Time the model took to compute the batch (or request) a request rode in.",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = histogram(
             "infergate_batch_size",
             "Rows in each executed batch (recorded by the batch's first request).",
             ["model", "version"],
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
-        self.inflight = Gauge(
+        self.inflight = gauge(
             "infergate_inflight_requests",
             "Inference requests being processed.",
             registry=registry,
             multiprocess_mode="livesum",
         )
+        if local is not None:
+            registry.register(local)
         if self.multiprocess:
             self.mp_queue_depth = Gauge(
                 "infergate_queue_depth",
@@ -215,6 +239,112 @@ class Metrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+
+class _LocalValue:
+    """A counter or gauge series: one float, changed on the event loop only."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
+
+class _LocalBuckets:
+    """A histogram series: per-bucket counts (the last one is +Inf) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        # bisect_left: the first bound >= amount, as Prometheus buckets are "le" (<=).
+        self.counts[bisect.bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class _LocalMetric:
+    """One metric and its label sets, with prometheus-client's ``labels()`` / ``inc()`` /
+    ``observe()`` surface so that ``Metrics`` uses either kind the same way."""
+
+    def __init__(self, kind: str, name: str, doc: str, labelnames: Iterable[str], buckets: tuple[float, ...] = ()) -> None:
+        self.kind, self.name, self.doc = kind, name, doc
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(float(b) for b in buckets)
+        self.series: dict[tuple[str, ...], Any] = {}
+        if not self.labelnames:
+            self._only = self.labels()
+
+    def labels(self, *values: str) -> Any:
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {key}")
+        series = self.series.get(key)
+        if series is None:
+            series = _LocalBuckets(self.bounds) if self.kind == "histogram" else _LocalValue()
+            self.series[key] = series
+        return series
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._only.inc(amount)
+
+    def dec(self, amount: float = 1.0) -> None:
+        self._only.dec(amount)
+
+    def family(self) -> Metric:
+        if self.kind == "counter":
+            counter = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+            for key, value in self.series.items():
+                counter.add_metric(key, value.value)
+            return counter
+        if self.kind == "gauge":
+            gauge = GaugeMetricFamily(self.name, self.doc, labels=self.labelnames)
+            for key, value in self.series.items():
+                gauge.add_metric(key, value.value)
+            return gauge
+        histogram = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for key, buckets in self.series.items():
+            cumulative = list(itertools.accumulate(buckets.counts))
+            histogram.add_metric(key, list(zip(les, cumulative)), sum_value=buckets.sum)
+        return histogram
+
+
+class LocalCollector(Collector):
+    """Counters, gauges and histograms kept as plain Python numbers in one process and
+    turned into metric families when scraped. Not thread-safe: updated from the event loop."""
+
+    def __init__(self) -> None:
+        self._metrics: list[_LocalMetric] = []
+
+    def _add(self, metric: _LocalMetric) -> _LocalMetric:
+        self._metrics.append(metric)
+        return metric
+
+    def counter(self, name: str, doc: str, labelnames: Iterable[str] = (), **_: Any) -> _LocalMetric:
+        return self._add(_LocalMetric("counter", name, doc, labelnames))
+
+    def gauge(self, name: str, doc: str, labelnames: Iterable[str] = (), **_: Any) -> _LocalMetric:
+        return self._add(_LocalMetric("gauge", name, doc, labelnames))
+
+    def histogram(self, name: str, doc: str, labelnames: Iterable[str] = (), *, buckets: Iterable[float], **_: Any) -> _LocalMetric:
+        return self._add(_LocalMetric("histogram", name, doc, labelnames, tuple(buckets)))
+
+    def collect(self) -> Iterable[Metric]:
+        for metric in self._metrics:
+            yield metric.family()
+
+    def describe(self) -> Iterable[Metric]:
+        return []
 
 
 class _RecentKeys:
