@@ -1,0 +1,104 @@
+"""CPU per request of the scoring server's ASGI app alone, in process, without HTTP.
+
+    python benchmarks/app_cost.py [--requests 20000] [--rounds 3] [--concurrency 64]
+
+Builds the ``tiny`` model, starts ``server.app.build_app`` through its lifespan, and drives
+it with ``--concurrency`` concurrent 1-row v2 JSON requests through a fake ``receive`` /
+``send`` (no sockets, no uvicorn); then does the same with a bare Starlette app that reads
+the body and answers a fixed JSON (the null reference of ``benchmarks/peers/null_app.py``).
+Prints process CPU microseconds per request for each, best and all rounds. CPU time, not
+wall clock, so that it is steadier on a shared machine; compare two trees by running it in
+each, alternating. Bounded by --requests x --rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scoring import model_zoo  # noqa: E402
+from server.app import build_app  # noqa: E402
+from server.config import ServerConfig  # noqa: E402
+
+BODY = b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}'
+HEADERS = [(b"host", b"127.0.0.1:8001"), (b"content-type", b"application/json"),
+           (b"content-length", str(len(BODY)).encode())]  # fmt: skip
+
+
+async def _null_infer(request: Request) -> Response:
+    await request.body()
+    return Response(b'{"outputs":[]}', media_type="application/json")
+
+
+NULL_APP = Starlette(routes=[Route("/infer", _null_infer, methods=["POST"])])
+
+
+async def cpu_per_request(app: Any, path: str, state: dict[str, Any], requests: int, concurrency: int) -> float:
+    """Process CPU microseconds per request over ``requests`` requests (after a warm-up)."""
+    done = 0
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start" and message["status"] != 200:
+            raise SystemExit(f"{path}: status {message['status']}")
+
+    async def client() -> None:
+        nonlocal done
+        while done < requests:
+            scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                     "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+                     "root_path": "", "headers": HEADERS, "client": ("127.0.0.1", 5555),
+                     "server": ("127.0.0.1", 8001), "state": dict(state)}  # fmt: skip
+            await app(scope, receive, send)
+            done += 1
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))  # warm-up
+    done = 0
+    cpu = time.process_time()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return (time.process_time() - cpu) / done * 1e6
+
+
+async def measure(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="infergate-app-cost-") as tmp:
+        model_zoo.write(Path(tmp), ["tiny"])
+        app = build_app(ServerConfig(model_repository=Path(tmp), log_level="warning"))
+        router = app.app  # type: ignore[attr-defined]
+        async with router.lifespan_context(router) as state:
+            ours: list[float] = []
+            null: list[float] = []
+            for _ in range(args.rounds):
+                ours.append(await cpu_per_request(app, "/v2/models/tiny/infer", state, args.requests, args.concurrency))
+                null.append(await cpu_per_request(NULL_APP, "/infer", {}, args.requests, args.concurrency))
+    print(f"{args.concurrency} concurrent 1-row tiny v2 JSON requests, {args.requests} per round, process CPU per request:")
+    print(f"  infergate app:         best {min(ours):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in ours)}")
+    print(f"  bare Starlette (null): best {min(null):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in null)}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args(argv)
+    uvloop.run(measure(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
