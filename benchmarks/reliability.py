@@ -1,7 +1,7 @@
 """Reliability figures: faults injected into real processes on 127.0.0.1 under load, counted
 from the clients' side.
 
-    python benchmarks/reliability.py [--duration-s 5] [--concurrency 8]
+    python benchmarks/reliability.py [--duration-s 5] [--concurrency 8] [--only router ...]
     INFERGATE_SOAK=1 python benchmarks/reliability.py          # what `make soak` runs (longer)
 
 Prints one table row per scenario: the load held, the faults injected, requests sent, failed
@@ -166,14 +166,22 @@ async def overload(repo: Path, tmp: Path, duration_s: float) -> Row:
         server.stop()
 
 
-async def main_async(duration_s: float, concurrency: int) -> list[Row]:
+SCENARIOS = ("replica", "rolling", "router", "overload")
+
+
+async def main_async(duration_s: float, concurrency: int, only: tuple[str, ...] = SCENARIOS) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="infergate-rel-") as name:
         tmp = Path(name)
         repo = write_models(tmp / "models", ["identity"])
-        rows = await replica_faults(repo, tmp, duration_s, concurrency)
-        rows.append(await rolling_restart(repo, tmp, duration_s, concurrency))
-        rows += await router_faults(repo, tmp, duration_s, concurrency)
-        rows.append(await overload(write_models(tmp / "mlp", ["mlp"]), tmp, duration_s))
+        rows: list[Row] = []
+        if "replica" in only:
+            rows += await replica_faults(repo, tmp, duration_s, concurrency)
+        if "rolling" in only:
+            rows.append(await rolling_restart(repo, tmp, duration_s, concurrency))
+        if "router" in only:
+            rows += await router_faults(repo, tmp, duration_s, concurrency)
+        if "overload" in only:
+            rows.append(await overload(write_models(tmp / "mlp", ["mlp"]), tmp, duration_s))
         return rows
 
 
@@ -192,8 +200,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=30.0 if SOAK else 5.0, help="load held per phase")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS),
+        help="scenarios to run (router: the SIGHUP reloads and the restart; default all)",
+    )
     args = parser.parse_args(argv)
-    rows = asyncio.run(main_async(args.duration_s, args.concurrency))
+    rows = asyncio.run(main_async(args.duration_s, args.concurrency, tuple(args.only)))
     print_table(rows)
     return 1 if any(r["lost"] for r in rows) else 0
 

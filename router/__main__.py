@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -117,13 +116,7 @@ async def run(config: RouterConfig, args: argparse.Namespace, tracing: bool) -> 
 
 async def _stop_after_drain(server: RouterServer, stopping: asyncio.Event, stop_now: asyncio.Event, delay_s: float) -> None:
     await stopping.wait()
-    if delay_s > 0:
-        server.start_drain()
-        log.info("draining: answering with Connection: close for %.1f s, then stopping", delay_s, extra={"event": "draining"})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop_now.wait(), delay_s)
-    log.info("stopping: no new connections; finishing in-flight requests", extra={"event": "stopping"})
-    await server.stop_after_drain()
+    await server.drain_then_stop(delay_s, stop_now)
 
 
 def main(argv: list[str]) -> int:

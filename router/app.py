@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import socket
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from router.lifespan import RouterRuntime
 from router.routes import ProxyApp
 
 DRAIN_TIMEOUT_S = 30
+
+log = logging.getLogger("infergate.router")
 
 
 class _Server(uvicorn.Server):
@@ -132,6 +135,18 @@ class RouterServer:
         if self.draining:
             await drain_accept_queue(self._sockets)
         self.request_stop()
+
+    async def drain_then_stop(self, delay_s: float, cut_short: asyncio.Event | None = None) -> None:
+        """The graceful stop (``infergate route`` and ``infergate up`` on SIGTERM/SIGINT):
+        ``delay_s`` of drain (``start_drain``), ended early once ``cut_short`` is set, then
+        ``stop_after_drain``. ``wait`` returns once in-flight requests have finished."""
+        if delay_s > 0:
+            self.start_drain()
+            log.info("draining: answering with Connection: close for %.1f s, then stopping", delay_s, extra={"event": "draining"})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for((cut_short or asyncio.Event()).wait(), delay_s)
+        log.info("stopping: no new connections; finishing in-flight requests", extra={"event": "stopping"})
+        await self.stop_after_drain()
 
     def request_stop(self) -> None:
         for server in self._servers:

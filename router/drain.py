@@ -6,12 +6,24 @@ request is answered instead of having an idle one closed under them as they send
 ``with_drain`` wraps uvicorn's httptools protocol class like ``http_limits.with_head_limits``;
 the cost while not draining is one attribute read per request head.
 
-When the drain delay ends, two more races would still reset a request, and both are closed
-here: a connection still in the kernel's accept queue when the listening socket closes is
-reset (``refuse_new_connections`` makes the kernel drop new SYNs first, so those clients retry
-and are refused cleanly, then lets the loop accept what is queued), and a connection accepted
-but whose request has not been read yet would be closed by uvicorn's shutdown (a drained
-protocol gives it ``FRESH_GRACE_S`` to send its request, answered with ``Connection: close``).
+When the drain delay ends, three more races would still reset a request, and all are closed
+here:
+
+- a connection still in the kernel's accept queue when the listening socket closes is reset:
+  ``refuse_new_connections`` makes the kernel drop new SYNs first (those clients retry their
+  SYN and are refused cleanly, or reach the next router on the port), then the loop accepts
+  what is queued;
+- a connection whose handshake is under way (SYN_RECV: the client got the SYN-ACK, so it
+  believes it is connected and sends its request) when the socket closes is forgotten, and
+  the client's next segment is answered with a reset. The filter lets the handshake's last
+  ACK through (it drops SYN segments only), and ``drain_accept_queue`` waits until no
+  handshake is in progress (``handshakes_in_progress``, sock_diag) before the queue is
+  deemed empty. An earlier filter dropped every segment: a SYN that arrived just before it
+  was attached left its connection half-open until the close reset it (60 router restarts
+  under load reset one request, in the one restart with a SYN_RECV connection at the close);
+- a connection accepted but whose request has not been read yet would be closed by uvicorn's
+  shutdown (a drained protocol gives it ``FRESH_GRACE_S`` to send its request, answered with
+  ``Connection: close``).
 """
 
 from __future__ import annotations
@@ -28,8 +40,27 @@ FRESH_GRACE_S = 1.0  # a connection accepted during the drain: time for its requ
 BACKLOG_WAIT_S = 1.0  # at most this long for the loop to accept what the kernel has queued
 
 _SO_ATTACH_FILTER = 26
-_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF: ret #0
+# Classic BPF run on each segment reaching the listening socket, which sees it from the TCP
+# header on (byte 13: the flags). Only a SYN, a new connection attempt, is dropped; the last
+# ACK of a handshake already under way, and any data after it, must get through.
+_DROP_SYN_PROGRAM = (
+    (0x30, 0, 0, 13),  # ldb [13]
+    (0x45, 0, 1, 0x02),  # jset #SYN: next, else skip one
+    (0x06, 0, 0, 0),  # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole segment
+)
+_DROP_SYN = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in _DROP_SYN_PROGRAM))
 _TCPI_UNACKED = 24  # offset of tcpi_unacked: the accept-queue length of a listening socket
+
+# sock_diag (linux/inet_diag.h): the sockets of one family in the states asked for.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST_DUMP = 0x1 | 0x300
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_TCPF_SYN_RECV = 1 << 3
+_NLMSG_HEADER = struct.Struct("=IHHII")  # length, type, flags, seq, pid
+_DIAG_SPORT_OFFSET = _NLMSG_HEADER.size + 4  # inet_diag_msg: family, state, timer, retrans, then id.sport
 
 
 class DrainState:
@@ -78,12 +109,13 @@ def with_drain(protocol_class: type[HttpToolsProtocol], state: DrainState) -> ty
 
 
 def refuse_new_connections(sock: socket.socket) -> bool:
-    """Make the kernel drop new connection attempts on the listening ``sock`` (Linux: a
-    drop-all socket filter) while the connections already queued stay acceptable; False where
-    that is not available (closing the socket then resets what is queued)."""
+    """Make the kernel drop new connection attempts on the listening ``sock`` (Linux: a socket
+    filter dropping SYN segments) while the connections already queued, and those whose
+    handshake is under way, stay acceptable; False where that is not available (closing the
+    socket then resets what is queued)."""
     if not sys.platform.startswith("linux"):
         return False
-    program = struct.pack("HP", 1, ctypes.addressof(_DROP_ALL))
+    program = struct.pack("HP", len(_DROP_SYN_PROGRAM), ctypes.addressof(_DROP_SYN))
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
     except OSError:
@@ -97,13 +129,59 @@ def accept_queue_length(sock: socket.socket) -> int:
     return int(struct.unpack_from("I", info, _TCPI_UNACKED)[0])
 
 
+def handshakes_in_progress(sock: socket.socket) -> int | None:
+    """Connections to the listening ``sock``'s port whose handshake is not complete
+    (SYN_RECV), from the kernel's sock_diag (Linux); None where it cannot be asked.
+
+    Matched by port only: another listener on the same port and another address can only
+    make the count larger, and so the caller's bounded wait longer.
+    """
+    port = sock.getsockname()[1]
+    request = struct.pack("=BBBBI", sock.family, socket.IPPROTO_TCP, 0, 0, _TCPF_SYN_RECV) + bytes(48)
+    header = _NLMSG_HEADER.pack(_NLMSG_HEADER.size + len(request), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP, 1, 0)
+    count = 0
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as diag:
+            diag.settimeout(1.0)
+            diag.sendall(header + request)
+            while True:
+                data = diag.recv(65536)
+                offset = 0
+                while offset + _NLMSG_HEADER.size <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, offset)
+                    if kind == _NLMSG_DONE:
+                        return count
+                    if kind == _NLMSG_ERROR or length < _NLMSG_HEADER.size:
+                        return None
+                    count += struct.unpack_from("!H", data, offset + _DIAG_SPORT_OFFSET)[0] == port
+                    offset += (length + 3) & ~3
+                if not data:
+                    return None
+    except (OSError, AttributeError, struct.error):  # no AF_NETLINK (not Linux), no sock_diag
+        return None
+
+
+def _queues_empty(sockets: list[socket.socket]) -> bool:
+    # Handshakes first: with SYNs dropped no new one starts, and one that completes moves to
+    # the accept queue, which is read after it.
+    for sock in sockets:
+        if handshakes_in_progress(sock):
+            return False
+    return not any(accept_queue_length(sock) for sock in sockets)
+
+
 async def drain_accept_queue(sockets: list[socket.socket], timeout_s: float = BACKLOG_WAIT_S) -> None:
-    """Stop new connections on ``sockets`` and wait (at most ``timeout_s``) until the loop has
-    accepted every queued one, so closing the sockets resets nothing."""
+    """Stop new connections on ``sockets`` and wait (at most ``timeout_s``) until every
+    handshake under way has completed and the loop has accepted every queued connection, so
+    closing the sockets resets nothing."""
     refusing = [sock for sock in sockets if refuse_new_connections(sock)]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    while any(accept_queue_length(sock) for sock in refusing) and loop.time() < deadline:
+    while refusing and loop.time() < deadline:
+        # The accept queues are one getsockopt each; sock_diag (a kernel query of a few
+        # milliseconds, run on the loop only here, at stop) once they look empty.
+        if not any(accept_queue_length(sock) for sock in refusing) and _queues_empty(refusing):
+            break
         await asyncio.sleep(0.005)
     for _ in range(3):  # accepted connections get their protocol's connection_made
         await asyncio.sleep(0)

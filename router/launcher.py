@@ -1,7 +1,7 @@
 """``infergate up``: N scoring replicas behind the router on this machine (``make up``).
 
     infergate up [--model-repository DIR] [--replicas N] [--host 127.0.0.1] [--port 8000]
-                 [--admin-port 8002] [--scoring-port 8001] [--state-dir DIR]
+                 [--admin-port 8002] [--scoring-port 8001] [--state-dir DIR] [--drain-delay-s 2]
 
 Replica i is ``python -m server.cli serve --model-repository DIR --port <scoring-port + i>``,
 a child process of this one; the router runs in this process, in front of them, serving one
@@ -9,8 +9,17 @@ endpoint, ``demo``, from ``<state-dir>/router.yaml`` (written on first start; la
 keep the file, admin changes included, and point the default version at the replicas of this
 run). Once every replica answers ``/v2/health/ready``, it prints the scoring URI, the primary
 key, and a curl line that scores an example built from the model's own metadata
-(``GET /v2/models/<name>`` on a replica), after checking that line works. Ctrl-C or SIGTERM
-stops the router (draining) and then every replica.
+(``GET /v2/models/<name>`` on a replica), after checking that line works.
+
+Ctrl-C or SIGTERM stops everything gracefully, as ``infergate route`` does, then the replicas:
+
+1. for ``--drain-delay-s`` the router keeps serving, every answer with ``Connection: close``
+   (keep-alive clients leave after a whole answer);
+2. the router's ports stop accepting and its in-flight requests finish (their replicas are
+   still up);
+3. each replica gets SIGTERM and finishes what it has in flight; the process exits 0.
+
+A second signal skips the rest of the drain delay.
 """
 
 from __future__ import annotations
@@ -60,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=8002, help="router admin port (default 8002)")
     p.add_argument("--scoring-port", type=int, default=8001, help="replica i listens on this + i (default 8001)")
     p.add_argument("--state-dir", type=Path, default=Path(".infergate"), help="keys, tokens, router.yaml")
+    p.add_argument(
+        "--drain-delay-s", type=float, default=2.0,
+        help="on Ctrl-C/SIGTERM, the router serves this many seconds more with Connection: close (default 2)",
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p
 
@@ -193,9 +206,14 @@ async def run(args: argparse.Namespace) -> int:
 
     replicas = Replicas(args.model_repository, args.host, urls)
     stop = asyncio.Event()
+    stop_now = asyncio.Event()  # a second signal: no more drain delay
+
+    def on_signal() -> None:
+        (stop_now if stop.is_set() else stop).set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     server: RouterServer | None = None
     try:
         async with aiohttp.ClientSession() as session:
@@ -224,9 +242,13 @@ async def run(args: argparse.Namespace) -> int:
             print(f"Admin API: http://{shown}:{server.admin_port}/admin/endpoints (token in {state_dir}/admin-token)")
             print(f"Replicas: {', '.join(urls)}. Ctrl-C stops everything.", flush=True)
         await stop.wait()
+        # The router first, while its replicas still answer what it has in flight.
+        await server.drain_then_stop(args.drain_delay_s, stop_now)
+        drained, server = server, None
+        await drained.wait()
         return 0
     finally:
-        if server is not None:
+        if server is not None:  # start-up failed or was cut short: nothing to drain
             await server.stop()
         await loop.run_in_executor(None, replicas.stop)
 
@@ -235,6 +257,9 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.replicas < 1:
         print(f"infergate up: --replicas: must be >= 1, got {args.replicas}", file=sys.stderr)
+        return 2
+    if not 0 <= args.drain_delay_s <= 600:
+        print(f"infergate up: --drain-delay-s: must be between 0 and 600, got {args.drain_delay_s}", file=sys.stderr)
         return 2
     if not args.model_repository.is_dir():
         print(f"infergate up: --model-repository: not a directory: {args.model_repository}", file=sys.stderr)

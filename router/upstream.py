@@ -11,7 +11,9 @@
 - A replica that refuses a connection or fails a readiness check (``GET /v2/health/ready``
   every ``health_check_interval_s``, and at once after a request to it timed out: a draining
   replica answers 503 while it still serves, a hung one not at all) is ejected and re-probed
-  until it answers 200.
+  until it answers 200. Checks and probes have a session of their own: on the data path's
+  they waited behind proxied requests for a connection when the pool was full, and ejected
+  replicas that were busy, not down.
 - Retries, once, on another replica when available: a request that could not connect, and a
   request whose connection broke before any response byte came back (a stale keep-alive
   connection, a replica killed mid-request) when its body can be sent again (bytes, or a
@@ -320,6 +322,7 @@ class UpstreamPool:
         self.limits = limits or ClientLimits()
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._health_session: aiohttp.ClientSession | None = None
         self._sets: dict[tuple[str, ...], ReplicaSet] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dns_task: asyncio.Task[None] | None = None
@@ -343,6 +346,16 @@ class UpstreamPool:
             skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # Readiness checks and probes never wait for a connection behind proxied requests.
+        # No limit of its own: at most one periodic check per replica at a time, plus one
+        # per request that timed out, each bounded by its timeout.
+        self._health_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=0, keepalive_timeout=limits.keepalive_s, ttl_dns_cache=max(1, int(limits.dns_refresh_s))
+            ),
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
         self._dns_task = asyncio.create_task(self._refresh_dns_forever())
         if limits.health_check_interval_s > 0:
             self._health_task = asyncio.create_task(self._check_health_forever())
@@ -357,14 +370,22 @@ class UpstreamPool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(t for t in (self._dns_task, self._health_task) if t is not None), return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._health_session):
+            if session is not None:
+                await session.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             raise RuntimeError("UpstreamPool.start() was not awaited")
         return self._session
+
+    @property
+    def health_session(self) -> aiohttp.ClientSession:
+        """The readiness checks' own client (see the module docstring)."""
+        if self._health_session is None:
+            raise RuntimeError("UpstreamPool.start() was not awaited")
+        return self._health_session
 
     # -- replica sets -----------------------------------------------------------------------
 
@@ -407,7 +428,7 @@ class UpstreamPool:
         timeout = aiohttp.ClientTimeout(total=self.limits.health_check_timeout_s)
         headers = {"Host": replica.host_header} if replica.host_header else None
         try:
-            async with self.session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
+            async with self.health_session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
                 await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -438,7 +459,7 @@ class UpstreamPool:
         while not replica.healthy:
             await asyncio.sleep(interval)
             try:
-                async with self.session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
+                async with self.health_session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
                     await resp.read()
                     if resp.status == 200:
                         replica.healthy = True

@@ -8,6 +8,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 from rel_testkit import Load, OpenLoad, Replica, run, scaled, write_models
@@ -50,9 +51,30 @@ def test_overload_sheds_flat_memory_and_recovers(tmp_path: Path) -> None:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             async with OpenLoad(url, rate, body=body) as load:
+                # checks until 90% of the answers are in: they all run under the overload
+                checking = asyncio.create_task(check_readiness(load, load.result.sent + answers * 9 // 10))
                 await load.until_sent(answers, deadline_s=300)
+                load.readiness = await checking  # type: ignore[attr-defined]
             load.elapsed_s = loop.time() - t0  # type: ignore[attr-defined]
             return load
+
+        async def check_readiness(load: OpenLoad, until_sent: int) -> list[tuple[int, float]]:
+            """What a router's readiness check sees while the server sheds: (status, seconds)
+            every 50 ms on a connection of its own, until the load has run."""
+            loop = asyncio.get_running_loop()
+            seen: list[tuple[int, float]] = []
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+                while load.result.sent < until_sent:
+                    t0 = loop.time()
+                    try:
+                        async with session.get(server.url + "/v2/health/ready") as r:
+                            await r.read()
+                            status = r.status
+                    except (aiohttp.ClientError, TimeoutError):
+                        status = 0
+                    seen.append((status, loop.time() - t0))
+                    await asyncio.sleep(0.05)
+            return seen
 
         # warm up at capacity (allocator and arenas settle), then measure capacity
         run(phase(CAPACITY, 300))
@@ -63,6 +85,7 @@ def test_overload_sheds_flat_memory_and_recovers(tmp_path: Path) -> None:
         # 3x what it served at full concurrency, open loop (clients that do not wait for answers)
         overload_load = run(open_loop(3 * capacity_per_s, int(scaled(3000, 60000))))
         overload = overload_load.result
+        readiness: list[tuple[int, float]] = overload_load.readiness  # type: ignore[attr-defined]
         rss_after = server.rss_kib()
         queued_after = _queue_histogram(server.url)
         recovered = run(phase(1, 50)).result
@@ -70,12 +93,16 @@ def test_overload_sheds_flat_memory_and_recovers(tmp_path: Path) -> None:
         server.stop()
 
     print(f"\ncapacity {capacity_per_s:.0f}/s, offered {3 * capacity_per_s:.0f}/s (skipped {overload_load.skipped}, {overload_load.elapsed_s:.1f} s); nominal p99 {nominal.p99_s() * 1000:.1f} ms; overload {overload.summary()} "
-          f"p99 accepted {overload.p99_s() * 1000:.1f} ms; RSS {rss_before} -> {rss_after} KiB")
+          f"p99 accepted {overload.p99_s() * 1000:.1f} ms; RSS {rss_before} -> {rss_after} KiB; "
+          f"{len(readiness)} readiness checks, slowest {max(t for _, t in readiness) * 1000:.0f} ms")
     assert nominal.failed == 0, nominal.summary()
     # sheds, with Retry-After on every 503, and nothing else goes wrong
     assert set(overload.statuses) <= {200, 503}, overload.summary()
     assert overload.statuses[503] > 0 and overload.statuses[200] > 0, overload.summary()
     assert sum(overload.retry_after.values()) == overload.statuses[503], overload.retry_after
+    # readiness is never behind the queue: a shedding server is busy, not unready, and a
+    # router must not eject it (its check allows 2 s; the slowest one is printed above)
+    assert readiness and {status for status, _ in readiness} == {200}, readiness
     # memory flat: growth bounded by what the client can hold in flight at once (512
     # connections' bodies, ~43 MiB), not by what was sent (the shed bodies add up to far more)
     shed_bytes_kib = overload.statuses[503] * len(body) // 1024

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import select
 import socket
+import struct
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from router_testkit import endpoint, key_header, router, run, until, upstreams, version
 
 from router.__main__ import main
-from router.drain import accept_queue_length, refuse_new_connections
+from router.drain import accept_queue_length, drain_accept_queue, handshakes_in_progress, refuse_new_connections
 
 REQUEST = (
     "POST /api/v1/service/svc/{path} HTTP/1.1\r\nHost: router\r\nAuthorization: {auth}\r\n"
@@ -164,3 +166,74 @@ def test_refused_listener_keeps_its_queue_and_takes_no_new_connection() -> None:
             late.close()
             for sock in queued:
                 sock.close()
+
+
+# A test-only filter that lets SYNs through and drops every other segment: the client gets
+# its SYN-ACK (so it is connected and may send) while the listener never sees the last ACK.
+# It freezes a connection in SYN_RECV, the state a handshake is in for one round trip when
+# the drain's own filter goes on.
+_ONLY_SYN = ((0x30, 0, 0, 13), (0x45, 0, 1, 0x02), (0x06, 0, 0, 0xFFFFFFFF), (0x06, 0, 0, 0))
+
+
+@contextlib.contextmanager
+def half_open_connection(listener: socket.socket) -> Iterator[socket.socket]:
+    """A client connected to ``listener`` whose handshake the listener has not completed."""
+    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in _ONLY_SYN))
+    listener.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HP", len(_ONLY_SYN), ctypes.addressof(program)))
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        client.setblocking(False)
+        assert client.connect_ex(listener.getsockname()) == errno.EINPROGRESS
+        _, writable, _ = select.select([], [client], [], 10)
+        assert writable == [client] and client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        assert accept_queue_length(listener) == 0 and handshakes_in_progress(listener) == 1
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket filters and sock_diag are Linux's")
+def test_drain_waits_for_a_handshake_under_way_and_the_loop_accepts_it() -> None:
+    """A client whose SYN the listener took just before the filter went on has its request
+    answered: the filter lets its handshake complete, and the drain waits for that (the
+    listener closing before would reset it)."""
+
+    async def scenario() -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listener.setblocking(False)
+        served: list[bytes] = []
+
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            served.append(await reader.readexactly(4))
+            writer.write(b"pong")
+            writer.close()
+
+        server = await asyncio.start_server(answer, sock=listener)
+        try:
+            with half_open_connection(listener) as client:
+                client.send(b"ping")  # the client believes it is connected
+                await drain_accept_queue([listener], timeout_s=30)
+                assert handshakes_in_progress(listener) == 0 and accept_queue_length(listener) == 0
+                server.close()  # the listening socket closes: nothing left to reset
+                reply = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(client, 4), 10)
+                assert reply == b"pong" and served == [b"ping"]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket filters and sock_diag are Linux's")
+def test_handshakes_in_progress_counts_only_its_own_port() -> None:
+    with contextlib.ExitStack() as stack:
+        listeners = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(2)]
+        for listener in listeners:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(16)
+        assert handshakes_in_progress(listeners[0]) == 0
+        with half_open_connection(listeners[0]):
+            assert handshakes_in_progress(listeners[0]) == 1
+            assert handshakes_in_progress(listeners[1]) == 0

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from pathlib import Path
 
 import aiohttp
-from router_testkit import Upstream, endpoint, key_header, router, run, scoring_url, until, upstreams, version
+from router_testkit import FAST_LIMITS, Upstream, endpoint, key_header, router, run, scoring_url, until, upstreams, version
+
+from router.upstream import Replica
 
 
 def _free_port() -> int:
@@ -206,5 +209,43 @@ def test_dns_name_resolving_to_several_replicas(tmp_path: Path) -> None:
         finally:
             await first.stop()
             await second.stop()
+
+    run(scenario())
+
+
+def test_readiness_checks_do_not_queue_behind_a_full_connection_pool(tmp_path: Path) -> None:
+    """A replica busy with as many requests as the pooled client has connections is still
+    checked (and kept): its readiness checks have connections of their own. Sharing the pool,
+    they waited for a connection until their timeout and ejected the busy, healthy replica."""
+
+    async def scenario() -> None:
+        limits = dataclasses.replace(FAST_LIMITS, max_connections=2, health_check_interval_s=0.02, health_check_timeout_s=0.5)
+        async with upstreams("a") as (a,):
+            eps = [endpoint("svc", [version("va", a, default=True)], replica_max_concurrent_requests=4)]
+            async with router(tmp_path, eps, limits=limits) as server, aiohttp.ClientSession() as session:
+                url, headers = scoring_url(server, "svc", "slow"), key_header(server, "svc")
+                ejected: list[str] = []
+                pool = server.runtime.pool
+                count = pool.on_eject
+                assert count is not None
+
+                def record(replica: Replica) -> None:
+                    ejected.append(replica.url)
+                    count(replica)
+
+                pool.on_eject = record
+
+                async def call() -> int:
+                    async with session.post(url, headers=headers) as r:
+                        await r.read()
+                        return r.status
+
+                holders = [asyncio.create_task(call()) for _ in range(2)]
+                await until(lambda: a.inflight == 2)  # every pooled connection is busy
+                checked = a.health_checks
+                await until(lambda: a.health_checks >= checked + 3)  # and the checks go on
+                assert ejected == []
+                a.release.set()
+                assert await asyncio.gather(*holders) == [200, 200]
 
     run(scenario())
