@@ -3,6 +3,8 @@
 Request counters and histograms are recorded by the request middleware; batch size
 comes from ``InferResult.batch_rows``; queue depth and model readiness are read from the
 repository at scrape time by a custom collector, so they cost nothing per request.
+With one process the per-request counters and histograms are plain Python numbers
+(``LocalCollector``) turned into metric families when scraped.
 
 With ``--workers`` > 1 every process writes its samples to files in the directory named
 by ``PROMETHEUS_MULTIPROC_DIR`` (prometheus-client's multiprocess mode, set up by
