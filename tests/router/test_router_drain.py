@@ -175,9 +175,17 @@ def test_refused_listener_keeps_its_queue_and_takes_no_new_connection() -> None:
 _ONLY_SYN = ((0x30, 0, 0, 13), (0x45, 0, 1, 0x02), (0x06, 0, 0, 0xFFFFFFFF), (0x06, 0, 0, 0))
 
 
+def _needs_sock_diag(listener: socket.socket) -> None:
+    # The drain falls back to the accept queue alone where the kernel's sock_diag cannot be
+    # asked (not Linux, or a sandbox without netlink): nothing of this test applies there.
+    if handshakes_in_progress(listener) is None:
+        pytest.skip("sock_diag (netlink) is not available here")
+
+
 @contextlib.contextmanager
 def half_open_connection(listener: socket.socket) -> Iterator[socket.socket]:
     """A client connected to ``listener`` whose handshake the listener has not completed."""
+    _needs_sock_diag(listener)
     program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in _ONLY_SYN))
     listener.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HP", len(_ONLY_SYN), ctypes.addressof(program)))
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -233,6 +241,7 @@ def test_handshakes_in_progress_counts_only_its_own_port() -> None:
         for listener in listeners:
             listener.bind(("127.0.0.1", 0))
             listener.listen(16)
+        _needs_sock_diag(listeners[0])
         assert handshakes_in_progress(listeners[0]) == 0
         with half_open_connection(listeners[0]):
             assert handshakes_in_progress(listeners[0]) == 1
