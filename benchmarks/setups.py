@@ -214,20 +214,12 @@ def serve(setup: Setup, model: ModelInfo, workdir: Path, log_dir: Path) -> Itera
         with running(launch, log_dir):
             yield Served({"score": f"http://127.0.0.1:{port}/score"}, commands=(" ".join(launch.argv),))
         return
-    if setup.kind == "mlserver":
-        python = ensure_venv(mlserver.PEER, mlserver.REQUIREMENTS)
+    if setup.kind in ("mlserver", "pytriton"):
+        peer = mlserver if setup.kind == "mlserver" else pytriton
+        python = ensure_venv(peer.PEER, peer.REQUIREMENTS)
         ports = (free_port(), free_port(), free_port())
-        launch = mlserver.launch(python, {model.name: model.path}, workdir, ports,
-                                 max_batch_size=MAX_BATCH_SIZE, max_batch_time_ms=MAX_BATCH_DELAY_MS)
-        with running(launch, log_dir):
-            yield Served(_v2_urls(f"http://127.0.0.1:{ports[0]}", model.name, setup.protocols),
-                         commands=(" ".join(launch.argv),))
-        return
-    if setup.kind == "pytriton":
-        python = ensure_venv(pytriton.PEER, pytriton.REQUIREMENTS)
-        ports = (free_port(), free_port(), free_port())
-        launch = pytriton.launch(python, {model.name: model.path}, workdir, ports,
-                                 max_batch_size=MAX_BATCH_SIZE, max_batch_time_ms=MAX_BATCH_DELAY_MS)
+        launch = peer.launch(python, {model.name: model.path}, workdir, ports,
+                             max_batch_size=MAX_BATCH_SIZE, max_batch_time_ms=MAX_BATCH_DELAY_MS)
         with running(launch, log_dir):
             yield Served(_v2_urls(f"http://127.0.0.1:{ports[0]}", model.name, setup.protocols),
                          commands=(" ".join(launch.argv),))

@@ -34,6 +34,7 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -338,23 +339,19 @@ class UpstreamPool:
             enable_cleanup_closed=False,
             ttl_dns_cache=max(1, int(limits.dns_refresh_s)),
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
+        self._session = _client_session(
+            connector,
             # Bodies pass through byte for byte (gzip stays gzip).
             auto_decompress=False,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=limits.connect_timeout_s),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            cookie_jar=aiohttp.DummyCookieJar(),
         )
         # Readiness checks and probes never wait for a connection behind proxied requests.
         # No limit of its own: at most one periodic check per replica at a time, plus one
         # per request that timed out, each bounded by its timeout.
-        self._health_session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
+        self._health_session = _client_session(
+            aiohttp.TCPConnector(
                 limit=0, keepalive_timeout=limits.keepalive_s, ttl_dns_cache=max(1, int(limits.dns_refresh_s))
-            ),
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-            cookie_jar=aiohttp.DummyCookieJar(),
+            )
         )
         self._dns_task = asyncio.create_task(self._refresh_dns_forever())
         if limits.health_check_interval_s > 0:
@@ -424,13 +421,16 @@ class UpstreamPool:
             ]
             await asyncio.gather(*checks)
 
-    async def _check_health(self, replica_set: ReplicaSet, replica: Replica) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.limits.health_check_timeout_s)
+    async def _readiness(self, replica: Replica, timeout: aiohttp.ClientTimeout) -> int:
+        """The status of the replica's readiness route; raises aiohttp.ClientError or TimeoutError."""
         headers = {"Host": replica.host_header} if replica.host_header else None
+        async with self.health_session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
+            await resp.read()
+            return resp.status
+
+    async def _check_health(self, replica_set: ReplicaSet, replica: Replica) -> None:
         try:
-            async with self.health_session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
-                await resp.read()
-                status = resp.status
+            status = await self._readiness(replica, aiohttp.ClientTimeout(total=self.limits.health_check_timeout_s))
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.eject(replica_set, replica, f"readiness check failed ({type(exc).__name__})")
             return
@@ -455,19 +455,17 @@ class UpstreamPool:
     async def _probe(self, replica_set: ReplicaSet, replica: Replica) -> None:
         interval = self.limits.probe_interval_s
         timeout = aiohttp.ClientTimeout(total=max(1.0, interval * 2))
-        headers = {"Host": replica.host_header} if replica.host_header else None
         while not replica.healthy:
             await asyncio.sleep(interval)
             try:
-                async with self.health_session.get(replica.url + HEALTH_PATH, timeout=timeout, headers=headers) as resp:
-                    await resp.read()
-                    if resp.status == 200:
-                        replica.healthy = True
-                        log.info("replica back: %s", replica.url)
-                        replica_set._wake()
-                        break
+                status = await self._readiness(replica, timeout)
             except (aiohttp.ClientError, TimeoutError):
-                pass
+                status = 0
+            if status == 200:
+                replica.healthy = True
+                log.info("replica back: %s", replica.url)
+                replica_set._wake()
+                break
             interval = min(interval * 2, self.limits.probe_max_interval_s)
         replica.probe = None
 
@@ -557,6 +555,16 @@ class UpstreamPool:
         finally:
             if replica is not None:
                 replica_set.release(replica)
+
+
+def _client_session(connector: aiohttp.BaseConnector, **options: Any) -> aiohttp.ClientSession:
+    """A session that adds no headers of its own and keeps no cookies (a proxy's client)."""
+    return aiohttp.ClientSession(
+        connector=connector,
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        **options,
+    )
 
 
 class _TrackedStream:
