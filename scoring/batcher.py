@@ -5,6 +5,9 @@ largest of ``preferred_batch_sizes``), or ``max_queue_delay_ms`` after its oldes
 arrived (``time.monotonic``). It is concatenated along axis 0 and run as ONE runner call;
 up to ``instance_count`` batches run at once. The collector only forms a batch once an
 instance is free, so under load batches grow by themselves while the instances are busy.
+When several instances are free at once, a large queue is shared out among them
+(``share_rows``) rather than all given to the first: two half batches run side by side
+instead of one full batch while the other instance idles.
 
 - Requests whose non-batch dims or dtypes differ never share a batch (``batch_key``).
 - The queue holds at most ``max_queue_size`` requests; past it ``submit`` raises
@@ -25,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 
-from scoring.batching import Arrays, BatchKey, batch_key, merge, split
+from scoring.batching import AUTO_MIN_ROWS, Arrays, BatchKey, batch_key, merge, split
 from scoring.config import BatchingConfig
 from scoring.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, Overloaded, ScoringError
 from scoring.types import InferResult
@@ -56,6 +59,20 @@ def time_to_close(oldest_arrived: float, rows: int, now: float, delay_s: float, 
     return oldest_arrived + delay_s - now
 
 
+# Shares smaller than this are not split off: ONNX Runtime's cost per row climbs steeply
+# below ~16 rows (benchmarks/batcher.py's limit table), so a few rows run best together.
+MIN_SHARE_ROWS = 16
+
+
+def share_rows(queued_rows: int, free_instances: int, limit: int) -> int:
+    """Rows the next batch may take: ``queued_rows`` split evenly over the free instances
+    (rounded up), unless that makes shares under MIN_SHARE_ROWS; never more than ``limit``."""
+    share = -(-queued_rows // max(1, free_instances))
+    if free_instances <= 1 or share < MIN_SHARE_ROWS:
+        return limit
+    return min(limit, share)
+
+
 class Batcher:
     """Queue requests for one model version and run them in batches through ``run``."""
 
@@ -68,16 +85,20 @@ class Batcher:
         clock: Clock = time.monotonic,
     ) -> None:
         self._run = run
-        self.config = config
+        # The repository settles max_batch_size from the model's inputs; a bare config gets
+        # the smallest automatic size.
+        self._max_rows = config.rows_limit(AUTO_MIN_ROWS)
+        self.config = config.resolved(AUTO_MIN_ROWS)
         self.instance_count = instance_count
         self.label = label
         self._clock = clock
         self._delay_s = config.max_queue_delay_ms / 1000.0
-        self._target = max(config.preferred_batch_sizes, default=config.max_batch_size)
+        self._target = max(config.preferred_batch_sizes, default=self._max_rows)
         self._queue: deque[_Pending] = deque()
         self._key_rows: dict[BatchKey, int] = {}
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._running = 0  # batches computing now (<= instance_count)
         self._collector: asyncio.Task[None] | None = None
         # One timer for the whole queue, due at the earliest deadline it may hold (math.inf:
         # none armed), rather than one TimerHandle per request: most requests carry a deadline
@@ -234,6 +255,9 @@ class Batcher:
             await self._slots.acquire()
             try:
                 limit = await self._wait_for_batch()
+                if self._queue:
+                    queued = self._key_rows.get(self._queue[0].key, 0)
+                    limit = share_rows(queued, self.instance_count - self._running, limit)
                 batch = self._take(limit)
             except BaseException:
                 self._slots.release()
@@ -241,6 +265,7 @@ class Batcher:
             if not batch:
                 self._slots.release()
                 continue
+            self._running += 1
             task = self._loop.create_task(self._execute(batch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -264,7 +289,7 @@ class Batcher:
                 await self._wakeup.wait()  # a new arrival, or the delay is over
             finally:
                 timer.cancel()
-        return self.config.max_batch_size
+        return self._max_rows
 
     def _take(self, limit: int) -> list[_Pending]:
         """Take the head request and the compatible ones after it, oldest first, up to
@@ -343,7 +368,8 @@ class Batcher:
                     InferResult(piece, queue_s=started - item.arrived, compute_s=done - started, batch_rows=total)
                 )
         finally:
+            self._running -= 1
             self._slots.release()
 
 
-__all__ = ["Batcher"]
+__all__ = ["Batcher", "share_rows"]

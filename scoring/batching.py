@@ -7,11 +7,40 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from scoring.errors import InferenceFailed
+from scoring.types import TensorSpec
 
 Arrays = dict[str, np.ndarray]
 # What must agree for two requests to share a batch: per input, its name, dtype and
 # every dimension after the first.
 BatchKey = tuple[tuple[str, str, tuple[int, ...]], ...]
+
+
+# ``batching.max_batch_size`` left unset: as many rows as fit in AUTO_BATCH_BYTES of input,
+# within [AUTO_MIN_ROWS, AUTO_MAX_ROWS]. Small rows batch deeper (ONNX Runtime's cost per row
+# keeps falling up to a few hundred rows, and clients that send many rows per request can
+# then share a batch); large rows (images) stay at AUTO_MIN_ROWS, which bounds a batch's
+# memory; a row whose size is unknown (dynamic or string dims) gets AUTO_MIN_ROWS too.
+AUTO_BATCH_BYTES = 1 << 20
+AUTO_MIN_ROWS = 32
+AUTO_MAX_ROWS = 256
+
+
+def row_bytes(inputs: Sequence[TensorSpec]) -> int | None:
+    """Bytes of one row over every input (dims after the first); None when unknown."""
+    total = 0
+    for spec in inputs:
+        if spec.datatype == "BYTES" or any(d < 0 for d in spec.shape[1:]):
+            return None
+        total += spec.dtype.itemsize * int(np.prod(spec.shape[1:], dtype=np.int64))
+    return total or None
+
+
+def auto_max_batch_size(inputs: Sequence[TensorSpec]) -> int:
+    """The ``max_batch_size`` a model gets when its config sets none."""
+    size = row_bytes(inputs)
+    if size is None:
+        return AUTO_MIN_ROWS
+    return max(AUTO_MIN_ROWS, min(AUTO_MAX_ROWS, AUTO_BATCH_BYTES // size))
 
 
 def batch_key(inputs: Mapping[str, np.ndarray]) -> BatchKey:

@@ -60,7 +60,9 @@ class BatchingConfig:
 
     # None: on when dim 0 of every input and output is dynamic, else off.
     enabled: bool | None = None
-    max_batch_size: int = 32  # rows per executed batch
+    # Rows per executed batch. None: sized from the model's row bytes when it loads
+    # (``scoring.batching.auto_max_batch_size``: 32 to 256 rows, about 1 MiB of input).
+    max_batch_size: int | None = None
     # How long the oldest queued request may wait for company. 0 (Triton's default too): a
     # free instance takes whatever is queued at once; under load batches still fill while the
     # instances are busy, and a lone request never waits (see benchmarks/RESULTS.md).
@@ -69,15 +71,27 @@ class BatchingConfig:
     max_queue_size: int = 1024  # queued requests; past it submissions fail with Overloaded
     queue_timeout_ms: float | None = None  # a request queued longer than this times out
 
+    def rows_limit(self, auto_rows: int) -> int:
+        """``max_batch_size`` as set, else ``auto_rows`` (raised to the largest preferred
+        batch size, if that is larger)."""
+        if self.max_batch_size is not None:
+            return self.max_batch_size
+        return max((auto_rows, *self.preferred_batch_sizes))
+
+    def resolved(self, auto_rows: int) -> BatchingConfig:
+        """This config with ``max_batch_size`` settled (see ``rows_limit``)."""
+        return replace(self, max_batch_size=self.rows_limit(auto_rows))
+
     def __post_init__(self) -> None:
-        _check_min("batching.max_batch_size", self.max_batch_size, 1)
+        if self.max_batch_size is not None:
+            _check_min("batching.max_batch_size", self.max_batch_size, 1)
         _check_min("batching.max_queue_delay_ms", self.max_queue_delay_ms, 0)
         _check_min("batching.max_queue_size", self.max_queue_size, 1)
         if self.queue_timeout_ms is not None:
             _check_min("batching.queue_timeout_ms", self.queue_timeout_ms, 0)
         for i, size in enumerate(self.preferred_batch_sizes):
             _check_min(f"batching.preferred_batch_sizes[{i}]", size, 1)
-            if size > self.max_batch_size:
+            if self.max_batch_size is not None and size > self.max_batch_size:
                 raise ConfigError(
                     f"batching.preferred_batch_sizes[{i}]",
                     f"must be <= max_batch_size ({self.max_batch_size})",
@@ -276,9 +290,11 @@ def _batching(where: str, data: Any, base: BatchingConfig) -> BatchingConfig:
     if "enabled" in data:
         value = data["enabled"]
         changes["enabled"] = None if value is None else _bool(f"{where}.enabled", value)
-    for key in ("max_batch_size", "max_queue_size"):
-        if key in data:
-            changes[key] = _int(f"{where}.{key}", data[key], 1)
+    if "max_batch_size" in data:
+        value = data["max_batch_size"]
+        changes["max_batch_size"] = None if value is None else _int(f"{where}.max_batch_size", value, 1)
+    if "max_queue_size" in data:
+        changes["max_queue_size"] = _int(f"{where}.max_queue_size", data["max_queue_size"], 1)
     if "max_queue_delay_ms" in data:
         changes["max_queue_delay_ms"] = _number(f"{where}.max_queue_delay_ms", data["max_queue_delay_ms"], 0)
     if "queue_timeout_ms" in data:

@@ -18,9 +18,10 @@ import asyncio
 import logging
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from scoring.batching import AUTO_MIN_ROWS, auto_max_batch_size
 from scoring.config import ModelConfig, ScoringConfig, find_config_file, load_model_config
 from scoring.errors import (
     ConfigError,
@@ -354,6 +355,8 @@ class ModelRepository:
                     "dim 0 on every input and output of the model"
                 )
             batched = batched if enabled is None else enabled
+            rows = config.batching.rows_limit(auto_max_batch_size(runner.inputs))
+            config = replace(config, batching=replace(config.batching, max_batch_size=rows))
             metadata = ModelMetadata(
                 id=model_id,
                 platform="onnxruntime_onnx",
@@ -361,7 +364,7 @@ class ModelRepository:
                 outputs=runner.outputs,
                 providers=runner.providers,
                 batched=batched,
-                max_batch_size=config.batching.max_batch_size if batched else 0,
+                max_batch_size=rows if batched else 0,
             )
             return Model(metadata, config, runner=runner)
         raise ModelLoadError(f"{label}: {path}: holds neither {MODEL_FILE} nor {SCRIPT_FILE}")
@@ -377,6 +380,8 @@ class ModelRepository:
                 "run_batch() in score.py"
             )
         batched = entry.batched and config.batching.enabled is not False
+        rows = config.batching.rows_limit(AUTO_MIN_ROWS)
+        config = replace(config, batching=replace(config.batching, max_batch_size=rows))
         metadata = ModelMetadata(
             id=model_id,
             platform="azureml_entry_script",
@@ -384,7 +389,7 @@ class ModelRepository:
             outputs=(),
             providers=(),
             batched=batched,
-            max_batch_size=config.batching.max_batch_size if batched else 0,
+            max_batch_size=rows if batched else 0,
             entry_script=True,
             swagger=entry.swagger,
         )

@@ -49,6 +49,14 @@ def test_file_overrides_only_what_it_names() -> None:
     assert cfg.batching.max_batch_size == 4 and cfg.batching.max_queue_size == 7
 
 
+def test_max_batch_size_unset_is_settled_per_model() -> None:
+    cfg = parse_model_config({"batching": {"max_batch_size": None, "preferred_batch_sizes": [512]}}, ModelConfig())
+    assert cfg.batching.max_batch_size is None  # settled when the model's inputs are known
+    assert cfg.batching.rows_limit(256) == 512  # a preferred size above the automatic one wins
+    assert BatchingConfig().rows_limit(64) == 64
+    assert BatchingConfig(max_batch_size=8).rows_limit(64) == 8
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

@@ -26,6 +26,7 @@ from scoring import (
     VersionNotFound,
 )
 from scoring import model_zoo
+from scoring.batching import AUTO_BATCH_BYTES, AUTO_MAX_ROWS, AUTO_MIN_ROWS, auto_max_batch_size
 
 T = TypeVar("T")
 
@@ -102,6 +103,33 @@ def test_version_policy_all_and_specific(root: Path) -> None:
             repo.get("tiny", 3)
 
     with_repo(root, body)
+
+
+def test_max_batch_size_follows_the_row_size_unless_configured(tmp_path: Path) -> None:
+    model_zoo.write(tmp_path, ["tiny"])  # 16 bytes per row
+    save(model_zoo.mlp(width=4096, hidden=8, classes=2), tmp_path / "wide" / "1" / "model.onnx")  # 16 KiB
+    shutil.copytree(tmp_path / "wide", tmp_path / "wide_capped")
+    (tmp_path / "wide_capped" / "config.yaml").write_text("batching: {max_batch_size: 48}\n")
+
+    async def body(repo: ModelRepository) -> None:
+        assert repo.get("tiny").metadata.max_batch_size == AUTO_MAX_ROWS
+        assert repo.get("wide").metadata.max_batch_size == AUTO_BATCH_BYTES // (4096 * 4)
+        assert repo.get("wide_capped").metadata.max_batch_size == 48
+
+    with_repo(tmp_path, body)
+
+
+def test_auto_max_batch_size_bounds_a_batch_by_bytes() -> None:
+    def spec(datatype: str, *dims: int) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("x", datatype, (-1, *dims)),)
+
+    assert auto_max_batch_size(spec("FP32", 4)) == AUTO_MAX_ROWS
+    assert auto_max_batch_size(spec("FP32", 1024)) == AUTO_BATCH_BYTES // 4096
+    assert auto_max_batch_size(spec("FP32", 3, 224, 224)) == AUTO_MIN_ROWS  # images: the floor
+    assert auto_max_batch_size(spec("FP32", -1, 128)) == AUTO_MIN_ROWS  # row size unknown
+    assert auto_max_batch_size(spec("BYTES", 1)) == AUTO_MIN_ROWS
+    two = (TensorSpec("a", "FP32", (-1, 512)), TensorSpec("b", "INT64", (-1, 512)))
+    assert auto_max_batch_size(two) == AUTO_BATCH_BYTES // (512 * 4 + 512 * 8)
 
 
 def test_broken_config_and_model_do_not_stop_the_others(root: Path) -> None:
