@@ -27,7 +27,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-
 from scoring.batching import AUTO_MIN_ROWS, Arrays, BatchKey, batch_key, merge, split
 from scoring.config import BatchingConfig
 from scoring.errors import DeadlineExceeded, InferenceFailed, ModelNotReady, Overloaded, ScoringError
@@ -59,9 +58,11 @@ def time_to_close(oldest_arrived: float, rows: int, now: float, delay_s: float, 
     return oldest_arrived + delay_s - now
 
 
-# Shares smaller than this are not split off: ONNX Runtime's cost per row climbs steeply
-# below ~16 rows (benchmarks/batcher.py's limit table), so a few rows run best together.
-MIN_SHARE_ROWS = 16
+# Shares smaller than this are not split off: each extra batch costs a thread hop and ONNX
+# Runtime's cost per row climbs for small batches, so a few dozen rows run best together.
+# (With 16, one-row HTTP traffic at c=64 kept splitting 32 queued rows into 16 + 16 and lost
+# ~5% of its throughput; benchmarks/RESULTS.md.)
+MIN_SHARE_ROWS = 32
 
 
 def share_rows(queued_rows: int, free_instances: int, limit: int) -> int:

@@ -318,28 +318,28 @@ def test_share_rows_splits_only_worthwhile_shares() -> None:
     assert share_rows(64, free_instances=2, limit=256) == 32
     assert share_rows(65, free_instances=2, limit=256) == 33  # rounded up: no third batch
     assert share_rows(64, free_instances=1, limit=256) == 256  # one free: it takes what fits
-    assert share_rows(20, free_instances=2, limit=256) == 256  # shares of 10: not worth it
+    assert share_rows(40, free_instances=2, limit=256) == 256  # shares of 20: not worth it
     assert share_rows(600, free_instances=2, limit=256) == 256  # never above the limit
 
 
 def test_free_instances_share_a_large_queue() -> None:
-    # 40 rows queued while both instances are free: two batches of 20 run side by side,
-    # instead of one batch of 40 on one instance while the other idles. A few rows are
+    # 80 rows queued while both instances are free: two batches of 40 run side by side,
+    # instead of one batch of 80 on one instance while the other idles. A few rows are
     # not split: 4 one-row requests still go as one batch.
     async def body() -> None:
         runner = FakeRunner()
         runner.gate = asyncio.Event()
         b = Batcher(runner.run, cfg(max_batch_size=64, max_queue_delay_ms=0), instance_count=2, label="m")
         b.start()
-        tasks = [asyncio.ensure_future(b.submit(rows(10, float(i)), None, 10)) for i in range(4)]
+        tasks = [asyncio.ensure_future(b.submit(rows(20, float(i)), None, 20)) for i in range(4)]
         await asyncio.wait_for(started(b, runner), timeout=10)  # a hang guard only
         for _ in range(5):
             await asyncio.sleep(0)  # give the collector every chance to start the second
-        assert [c["x"].shape[0] for c in runner.calls] == [20, 20] and runner.active == 2
+        assert [c["x"].shape[0] for c in runner.calls] == [40, 40] and runner.active == 2
         runner.gate.set()
         results = await asyncio.gather(*tasks)
         for i, r in enumerate(results):
-            np.testing.assert_array_equal(r.outputs["x_out"], rows(10, float(i))["x"] * 2)
+            np.testing.assert_array_equal(r.outputs["x_out"], rows(20, float(i))["x"] * 2)
         runner.calls.clear()
         await asyncio.gather(*(b.submit(rows(1), None, 1) for _ in range(4)))
         assert [c["x"].shape[0] for c in runner.calls] == [4]
