@@ -55,13 +55,14 @@ def write_repository(root: Path) -> None:
     (root / "mlp_nobatch" / "config.yaml").write_text("batching: {enabled: false}\n")
 
 
-def start_server(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """``infergate serve`` on a free port (read back from its "listening" log line)."""
+def start_server(root: Path, log: Path, tree: Path = ROOT) -> tuple[subprocess.Popen[bytes], int]:
+    """``infergate serve`` from the source ``tree`` on a free port (read back from its
+    "listening" log line)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(root),
              "--port", "0", "--drain-delay-s", "0"],
-            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            cwd=tree, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     deadline = time.monotonic() + 120
     port = None
