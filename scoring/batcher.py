@@ -25,7 +25,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from scoring.batching import AUTO_MIN_ROWS, Arrays, BatchKey, batch_key, merge, split
 from scoring.config import BatchingConfig
@@ -89,7 +89,7 @@ class Batcher:
         # The repository settles max_batch_size from the model's inputs; a bare config gets
         # the smallest automatic size.
         self._max_rows = config.rows_limit(AUTO_MIN_ROWS)
-        self.config = config.resolved(AUTO_MIN_ROWS)
+        self.config = replace(config, max_batch_size=self._max_rows)
         self.instance_count = instance_count
         self.label = label
         self._clock = clock

@@ -78,10 +78,6 @@ class BatchingConfig:
             return self.max_batch_size
         return max((auto_rows, *self.preferred_batch_sizes))
 
-    def resolved(self, auto_rows: int) -> BatchingConfig:
-        """This config with ``max_batch_size`` settled (see ``rows_limit``)."""
-        return replace(self, max_batch_size=self.rows_limit(auto_rows))
-
     def __post_init__(self) -> None:
         if self.max_batch_size is not None:
             _check_min("batching.max_batch_size", self.max_batch_size, 1)
