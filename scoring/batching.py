@@ -16,11 +16,15 @@ BatchKey = tuple[tuple[str, str, tuple[int, ...]], ...]
 
 
 # ``batching.max_batch_size`` left unset: as many rows as fit in AUTO_BATCH_BYTES of input,
-# within [AUTO_MIN_ROWS, AUTO_MAX_ROWS]. Small rows batch deeper (ONNX Runtime's cost per row
-# keeps falling up to a few hundred rows, and clients that send many rows per request can
-# then share a batch); large rows (images) stay at AUTO_MIN_ROWS, which bounds a batch's
-# memory; a row whose size is unknown (dynamic or string dims) gets AUTO_MIN_ROWS too.
+# within [AUTO_MIN_ROWS, AUTO_MAX_ROWS], for models of at most AUTO_MODEL_BYTES. Small models
+# on small rows batch deeper: their cost per call is a large share of the work, so ONNX
+# Runtime's cost per row keeps falling up to a few hundred rows, and clients that send many
+# rows per request can then share a batch. Everything else stays at AUTO_MIN_ROWS, which
+# bounds a batch's memory: large rows (images), rows of unknown size (dynamic or string
+# dims), and large models, whose intermediate tensors per row (a transformer's attention)
+# can dwarf their inputs.
 AUTO_BATCH_BYTES = 1 << 20
+AUTO_MODEL_BYTES = 16 << 20
 AUTO_MIN_ROWS = 32
 AUTO_MAX_ROWS = 256
 
@@ -35,10 +39,11 @@ def row_bytes(inputs: Sequence[TensorSpec]) -> int | None:
     return total or None
 
 
-def auto_max_batch_size(inputs: Sequence[TensorSpec]) -> int:
-    """The ``max_batch_size`` a model gets when its config sets none."""
+def auto_max_batch_size(inputs: Sequence[TensorSpec], model_bytes: int) -> int:
+    """The ``max_batch_size`` a model of ``model_bytes`` (its files) gets when its config
+    sets none."""
     size = row_bytes(inputs)
-    if size is None:
+    if size is None or model_bytes > AUTO_MODEL_BYTES:
         return AUTO_MIN_ROWS
     return max(AUTO_MIN_ROWS, min(AUTO_MAX_ROWS, AUTO_BATCH_BYTES // size))
 

@@ -60,8 +60,8 @@ class BatchingConfig:
 
     # None: on when dim 0 of every input and output is dynamic, else off.
     enabled: bool | None = None
-    # Rows per executed batch. None: sized from the model's row bytes when it loads
-    # (``scoring.batching.auto_max_batch_size``: 32 to 256 rows, about 1 MiB of input).
+    # Rows per executed batch. None: settled when the model loads (32, or up to 256 for small
+    # models on small rows: ``scoring.batching.auto_max_batch_size``).
     max_batch_size: int | None = None
     # How long the oldest queued request may wait for company. 0 (Triton's default too): a
     # free instance takes whatever is queued at once; under load batches still fill while the

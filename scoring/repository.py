@@ -68,6 +68,11 @@ class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+def _files_bytes(folder: Path) -> int:
+    """Bytes of every file under a version folder (the graph and any external weights)."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
 def check_model_name(name: str) -> None:
     """Raise InvalidInput for a name that is not a plain folder name (path traversal)."""
     if not _NAME.match(name) or name in (".", "..") or ".." in name:
@@ -355,7 +360,7 @@ class ModelRepository:
                     "dim 0 on every input and output of the model"
                 )
             batched = batched if enabled is None else enabled
-            rows = config.batching.rows_limit(auto_max_batch_size(runner.inputs))
+            rows = config.batching.rows_limit(auto_max_batch_size(runner.inputs, _files_bytes(path)))
             config = replace(config, batching=replace(config.batching, max_batch_size=rows))
             metadata = ModelMetadata(
                 id=model_id,

@@ -26,7 +26,7 @@ from scoring import (
     VersionNotFound,
 )
 from scoring import model_zoo
-from scoring.batching import AUTO_BATCH_BYTES, AUTO_MAX_ROWS, AUTO_MIN_ROWS, auto_max_batch_size
+from scoring.batching import AUTO_BATCH_BYTES, AUTO_MAX_ROWS, AUTO_MIN_ROWS, AUTO_MODEL_BYTES, auto_max_batch_size
 
 T = TypeVar("T")
 
@@ -111,10 +111,14 @@ def test_max_batch_size_follows_the_row_size_unless_configured(tmp_path: Path) -
     shutil.copytree(tmp_path / "wide", tmp_path / "wide_capped")
     (tmp_path / "wide_capped" / "config.yaml").write_text("batching: {max_batch_size: 48}\n")
 
+    shutil.copytree(tmp_path / "tiny", tmp_path / "heavy")  # external weights beside the graph
+    (tmp_path / "heavy" / "1" / "weights.bin").write_bytes(b"\0" * (AUTO_MODEL_BYTES + 1))
+
     async def body(repo: ModelRepository) -> None:
         assert repo.get("tiny").metadata.max_batch_size == AUTO_MAX_ROWS
         assert repo.get("wide").metadata.max_batch_size == AUTO_BATCH_BYTES // (4096 * 4)
         assert repo.get("wide_capped").metadata.max_batch_size == 48
+        assert repo.get("heavy").metadata.max_batch_size == AUTO_MIN_ROWS
 
     with_repo(tmp_path, body)
 
@@ -123,13 +127,16 @@ def test_auto_max_batch_size_bounds_a_batch_by_bytes() -> None:
     def spec(datatype: str, *dims: int) -> tuple[TensorSpec, ...]:
         return (TensorSpec("x", datatype, (-1, *dims)),)
 
-    assert auto_max_batch_size(spec("FP32", 4)) == AUTO_MAX_ROWS
-    assert auto_max_batch_size(spec("FP32", 1024)) == AUTO_BATCH_BYTES // 4096
-    assert auto_max_batch_size(spec("FP32", 3, 224, 224)) == AUTO_MIN_ROWS  # images: the floor
-    assert auto_max_batch_size(spec("FP32", -1, 128)) == AUTO_MIN_ROWS  # row size unknown
-    assert auto_max_batch_size(spec("BYTES", 1)) == AUTO_MIN_ROWS
+    small = 5 << 20  # model bytes
+    assert auto_max_batch_size(spec("FP32", 4), small) == AUTO_MAX_ROWS
+    assert auto_max_batch_size(spec("FP32", 1024), small) == AUTO_BATCH_BYTES // 4096
+    assert auto_max_batch_size(spec("FP32", 3, 224, 224), small) == AUTO_MIN_ROWS  # images: the floor
+    assert auto_max_batch_size(spec("FP32", -1, 128), small) == AUTO_MIN_ROWS  # row size unknown
+    assert auto_max_batch_size(spec("BYTES", 1), small) == AUTO_MIN_ROWS
     two = (TensorSpec("a", "FP32", (-1, 512)), TensorSpec("b", "INT64", (-1, 512)))
-    assert auto_max_batch_size(two) == AUTO_BATCH_BYTES // (512 * 4 + 512 * 8)
+    assert auto_max_batch_size(two, small) == AUTO_BATCH_BYTES // (512 * 4 + 512 * 8)
+    # A large model (a transformer's token ids are small rows): its activations are not.
+    assert auto_max_batch_size(spec("INT64", 128), AUTO_MODEL_BYTES + 1) == AUTO_MIN_ROWS
 
 
 def test_broken_config_and_model_do_not_stop_the_others(root: Path) -> None:
