@@ -324,8 +324,8 @@ def test_share_rows_splits_only_worthwhile_shares() -> None:
 
 def test_free_instances_share_a_large_queue() -> None:
     # 80 rows queued while both instances are free: two batches of 40 run side by side,
-    # instead of one batch of 80 on one instance while the other idles. A few rows are
-    # not split: 4 one-row requests still go as one batch.
+    # instead of the first instance taking all that fits (60 rows) while the other idles.
+    # A few rows are not split: 4 one-row requests still go as one batch.
     async def body() -> None:
         runner = FakeRunner()
         runner.gate = asyncio.Event()
