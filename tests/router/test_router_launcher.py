@@ -106,19 +106,25 @@ needs_server = pytest.mark.skipif(
 )
 
 
+def _start_up(tmp_path: Path, base: int, replicas: int, extra: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+    """``infergate up`` on the demo model, router on ``base``, admin ``base + 1``, replicas
+    from ``base + 2``; output (merged) on ``proc.stdout``."""
+    models = tmp_path / "models"
+    subprocess.run([sys.executable, "-m", "scoring.model_zoo", str(models), "demo"], check=True, cwd=ROOT)
+    cmd = [
+        sys.executable, "-m", "server.cli", "up", "--model-repository", str(models), "--replicas", str(replicas),
+        "--port", str(base), "--admin-port", str(base + 1), "--scoring-port", str(base + 2),
+        "--state-dir", str(tmp_path / "state"), *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
 @pytest.mark.e2e
 @needs_server
 def test_up_serves_the_demo_model_and_stops_cleanly(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    subprocess.run([sys.executable, "-m", "scoring.model_zoo", str(models), "demo"], check=True, cwd=ROOT)
     base = _free_port_block(5)
-    cmd = [
-        sys.executable, "-m", "server.cli", "up", "--model-repository", str(models), "--replicas", "2",
-        "--port", str(base), "--admin-port", str(base + 1), "--scoring-port", str(base + 2),
-        "--state-dir", str(tmp_path / "state"),
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    proc = _start_up(tmp_path, base, replicas=2)
     lines: list[str] = []
     try:
         deadline = time.monotonic() + 120
@@ -209,17 +215,9 @@ def test_up_drains_the_router_on_sigterm_then_stops_the_replicas_and_exits_0(tmp
     """SIGTERM on ``infergate up``: a request in flight is answered 200, and so is one sent on
     an idle keep-alive connection during the drain (each with ``Connection: close``, then a
     clean close); a second SIGTERM ends the drain delay; exit 0, every port free."""
-    models = tmp_path / "models"
-    subprocess.run([sys.executable, "-m", "scoring.model_zoo", str(models), "demo"], check=True, cwd=ROOT)
     base = _free_port_block(3)
-    cmd = [
-        sys.executable, "-m", "server.cli", "up", "--model-repository", str(models), "--replicas", "1",
-        "--port", str(base), "--admin-port", str(base + 1), "--scoring-port", str(base + 2),
-        "--state-dir", str(tmp_path / "state"), "--log-level", "info",
-        "--drain-delay-s", "600",  # ended by the second SIGTERM, once the checks are done
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # The drain delay is ended by the second SIGTERM, once the checks are done.
+    proc = _start_up(tmp_path, base, replicas=1, extra=("--log-level", "info", "--drain-delay-s", "600"))
     connections: list[socket.socket] = []
     try:
         lines = _Lines(proc)
