@@ -4,9 +4,9 @@
 
 Builds the ``tiny`` model, starts ``server.app.build_app`` through its lifespan, and drives
 it with ``--concurrency`` concurrent 1-row v2 JSON requests through a fake ``receive`` /
-``send`` (no sockets, no uvicorn); then does the same with a bare Starlette app that reads
-the body and answers a fixed JSON (the null reference of ``benchmarks/peers/null_app.py``).
-Prints process CPU microseconds per request for each, best and all rounds. CPU time, not
+``send`` (no sockets, no uvicorn); then does the same with the null reference of
+``benchmarks/peers/null_app.py`` (a bare Starlette app that reads the body and answers a
+fixed JSON). Prints process CPU microseconds per request for each, best and all rounds. CPU time, not
 wall clock, so that it is steadier on a shared machine; compare two trees by running it in
 each, alternating. Bounded by --requests x --rounds.
 """
@@ -22,13 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.peers import null_app  # noqa: E402
 from scoring import model_zoo  # noqa: E402
 from server.app import build_app  # noqa: E402
 from server.config import ServerConfig  # noqa: E402
@@ -38,12 +35,11 @@ HEADERS = [(b"host", b"127.0.0.1:8001"), (b"content-type", b"application/json"),
            (b"content-length", str(len(BODY)).encode())]  # fmt: skip
 
 
-async def _null_infer(request: Request) -> Response:
-    await request.body()
-    return Response(b'{"outputs":[]}', media_type="application/json")
-
-
-NULL_APP = Starlette(routes=[Route("/infer", _null_infer, methods=["POST"])])
+def _null_reference() -> Any:
+    """The very app ``benchmarks/peers/null_app.py`` serves under uvicorn."""
+    namespace: dict[str, Any] = {}
+    exec(null_app.APP, namespace)  # noqa: S102 -- our own source text
+    return namespace["app"]
 
 
 async def cpu_per_request(app: Any, path: str, state: dict[str, Any], requests: int, concurrency: int) -> float:
@@ -79,12 +75,13 @@ async def measure(args: argparse.Namespace) -> None:
         model_zoo.write(Path(tmp), ["tiny"])
         app = build_app(ServerConfig(model_repository=Path(tmp), log_level="warning"))
         router = app.app  # type: ignore[attr-defined]
+        null_reference = _null_reference()
         async with router.lifespan_context(router) as state:
             ours: list[float] = []
             null: list[float] = []
             for _ in range(args.rounds):
                 ours.append(await cpu_per_request(app, "/v2/models/tiny/infer", state, args.requests, args.concurrency))
-                null.append(await cpu_per_request(NULL_APP, "/infer", {}, args.requests, args.concurrency))
+                null.append(await cpu_per_request(null_reference, "/infer", {}, args.requests, args.concurrency))
     print(f"{args.concurrency} concurrent 1-row tiny v2 JSON requests, {args.requests} per round, process CPU per request:")
     print(f"  infergate app:         best {min(ours):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in ours)}")
     print(f"  bare Starlette (null): best {min(null):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in null)}")

@@ -24,7 +24,6 @@ from scoring import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE, InvalidInput
 
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _INT_DATATYPES = {k for k, v in DATATYPE_TO_NUMPY.items() if v.kind in "iu"}
-_FLOAT_DATATYPES = {k for k, v in DATATYPE_TO_NUMPY.items() if v.kind == "f"}
 _MAX_RANK = 64
 # The largest finite value of each narrower float type: JSON numbers past it would become inf.
 _NARROW_LIMIT = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
