@@ -49,7 +49,6 @@ _DROP_SYN_PROGRAM = (
     (0x06, 0, 0, 0),  # ret #0: drop
     (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: keep the whole segment
 )
-_DROP_SYN = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in _DROP_SYN_PROGRAM))
 _TCPI_UNACKED = 24  # offset of tcpi_unacked: the accept-queue length of a listening socket
 
 # sock_diag (linux/inet_diag.h): the sockets of one family in the states asked for.
@@ -108,6 +107,13 @@ def with_drain(protocol_class: type[HttpToolsProtocol], state: DrainState) -> ty
     return type(f"Draining{protocol_class.__name__}", (DrainingProtocol, protocol_class), {"drain_state": state})
 
 
+def attach_socket_filter(sock: socket.socket, program: tuple[tuple[int, int, int, int], ...]) -> None:
+    """Attach a classic BPF ``program`` ((code, jt, jf, k) per instruction) to ``sock``
+    (Linux's SO_ATTACH_FILTER; the kernel copies it). Raises OSError where refused."""
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, struct.pack("HP", len(program), ctypes.addressof(code)))
+
+
 def refuse_new_connections(sock: socket.socket) -> bool:
     """Make the kernel drop new connection attempts on the listening ``sock`` (Linux: a socket
     filter dropping SYN segments) while the connections already queued, and those whose
@@ -115,9 +121,8 @@ def refuse_new_connections(sock: socket.socket) -> bool:
     socket then resets what is queued)."""
     if not sys.platform.startswith("linux"):
         return False
-    program = struct.pack("HP", len(_DROP_SYN_PROGRAM), ctypes.addressof(_DROP_SYN))
     try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)
+        attach_socket_filter(sock, _DROP_SYN_PROGRAM)
     except OSError:
         return False
     return True

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import errno
 import select
 import socket
-import struct
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,7 +17,13 @@ import pytest
 from router_testkit import endpoint, key_header, router, run, until, upstreams, version
 
 from router.__main__ import main
-from router.drain import accept_queue_length, drain_accept_queue, handshakes_in_progress, refuse_new_connections
+from router.drain import (
+    accept_queue_length,
+    attach_socket_filter,
+    drain_accept_queue,
+    handshakes_in_progress,
+    refuse_new_connections,
+)
 
 REQUEST = (
     "POST /api/v1/service/svc/{path} HTTP/1.1\r\nHost: router\r\nAuthorization: {auth}\r\n"
@@ -186,8 +190,7 @@ def _needs_sock_diag(listener: socket.socket) -> None:
 def half_open_connection(listener: socket.socket) -> Iterator[socket.socket]:
     """A client connected to ``listener`` whose handshake the listener has not completed."""
     _needs_sock_diag(listener)
-    program = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in _ONLY_SYN))
-    listener.setsockopt(socket.SOL_SOCKET, 26, struct.pack("HP", len(_ONLY_SYN), ctypes.addressof(program)))
+    attach_socket_filter(listener, _ONLY_SYN)
     client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         client.setblocking(False)
