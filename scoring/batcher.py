@@ -9,6 +9,14 @@ When several instances are free at once, a large queue is shared out among them
 (``share_rows``) rather than all given to the first: two half batches run side by side
 instead of one full batch while the other instance idles.
 
+With ``staged`` > 0 the collector also forms full batches ahead while every instance is
+busy (at most ``staged`` of them), and hands them to ``run`` at once: an instance that
+finishes starts the next batch straight away, in its own thread, instead of idling until
+the event loop has answered the last batch and formed the next. Only a batch that is
+already full is formed ahead (waiting longer could not make it larger), and only for a
+``run`` that itself runs at most ``instance_count`` calls at once (an ONNX model's own
+pool of ``instance_count`` threads); its requests count as dispatched from then on.
+
 - Requests whose non-batch dims or dtypes differ never share a batch (``batch_key``).
 - The queue holds at most ``max_queue_size`` requests; past it ``submit`` raises
   ``Overloaded`` at once, so memory stays bounded under any load.
@@ -84,6 +92,7 @@ class Batcher:
         instance_count: int = 1,
         label: str = "model",
         clock: Clock = time.monotonic,
+        staged: int = 0,
     ) -> None:
         self._run = run
         # The repository settles max_batch_size from the model's inputs; a bare config gets
@@ -99,7 +108,11 @@ class Batcher:
         self._key_rows: dict[BatchKey, int] = {}
         self._closing = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._running = 0  # batches computing now (<= instance_count)
+        self._staged = staged
+        self._dispatched = 0  # batches handed to run: computing, or formed ahead (staged)
+        # When each batch formed ahead started computing, oldest first: [dispatch time], raised
+        # to the moment the loop sees a run return (that freed instance took the oldest one).
+        self._ahead: deque[list[float]] = deque()
         self._collector: asyncio.Task[None] | None = None
         # One timer for the whole queue, due at the earliest deadline it may hold (math.inf:
         # none armed), rather than one TimerHandle per request: most requests carry a deadline
@@ -108,14 +121,12 @@ class Batcher:
         self._expiry_at = math.inf
         # Created in start(), inside the running loop (loop-bound objects).
         self._wakeup: asyncio.Event | None = None
-        self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start the collector task; call from inside the event loop."""
         self._loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.instance_count)
         self._collector = self._loop.create_task(self._collect(), name=f"batcher {self.label}")
 
     def queue_depth(self) -> int:
@@ -245,31 +256,42 @@ class Batcher:
             item.future.set_exception(exc)
 
     async def _collect(self) -> None:
-        assert self._wakeup is not None and self._slots is not None and self._loop is not None
+        assert self._wakeup is not None and self._loop is not None
         while True:
             if not self._queue:
                 if self._closing:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._sleep()
                 continue
-            await self._slots.acquire()
-            try:
+            if self._dispatched < self.instance_count:  # an instance is free
                 limit = await self._wait_for_batch()
                 if self._queue:
                     queued = self._key_rows.get(self._queue[0].key, 0)
-                    limit = share_rows(queued, self.instance_count - self._running, limit)
-                batch = self._take(limit)
-            except BaseException:
-                self._slots.release()
-                raise
-            if not batch:
-                self._slots.release()
+                    limit = share_rows(queued, self.instance_count - self._dispatched, limit)
+            elif self._dispatched < self.instance_count + self._staged and self._head_full():
+                limit = self._target  # form it ahead: it is as large as it gets
+            else:
+                await self._sleep()  # until a batch finishes or the head's batch fills
                 continue
-            self._running += 1
-            task = self._loop.create_task(self._execute(batch))
+            batch = self._take(limit)
+            if not batch:
+                continue
+            start = [self._clock()]
+            if self._dispatched >= self.instance_count:
+                self._ahead.append(start)
+            self._dispatched += 1
+            task = self._loop.create_task(self._execute(batch, start))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _sleep(self) -> None:
+        """Wait for the next wake-up: an arrival that matters, a finished batch, closing."""
+        assert self._wakeup is not None
+        self._wakeup.clear()
+        await self._wakeup.wait()
+
+    def _head_full(self) -> bool:
+        return self._key_rows.get(self._queue[0].key, 0) >= self._target
 
     async def _wait_for_batch(self) -> int:
         """Wait until the head request's batch is full or its delay is over; return the
@@ -327,9 +349,16 @@ class Batcher:
             self._queue = keep
         return batch
 
-    async def _execute(self, batch: list[_Pending]) -> None:
-        assert self._slots is not None
-        started = self._clock()
+    def _run_returned(self) -> float:
+        """A run returned (or raised): its instance took the oldest batch formed ahead."""
+        now = self._clock()
+        if self._ahead:
+            start = self._ahead.popleft()
+            start[0] = max(start[0], now)
+        return now
+
+    async def _execute(self, batch: list[_Pending], start: list[float]) -> None:
+        assert self._wakeup is not None
         try:
             rows = [item.rows for item in batch]
             wanted: set[str] | None = set()
@@ -341,8 +370,11 @@ class Batcher:
                 wanted.update(item.outputs)
             names = None if wanted is None else sorted(wanted)
             try:
-                outputs = await self._run(merge([item.inputs for item in batch]), names)
-                done = self._clock()
+                merged = merge([item.inputs for item in batch])
+                try:
+                    outputs = await self._run(merged, names)
+                finally:
+                    done = self._run_returned()
                 pieces = split(outputs, rows, self.label)
             except ScoringError as exc:
                 for item in batch:
@@ -360,6 +392,7 @@ class Batcher:
                     self._fail(item, failure)
                 return
             total = sum(rows)
+            started = start[0]
             for item, piece in zip(batch, pieces, strict=True):
                 if item.future.done():
                     continue
@@ -369,8 +402,8 @@ class Batcher:
                     InferResult(piece, queue_s=started - item.arrived, compute_s=done - started, batch_rows=total)
                 )
         finally:
-            self._running -= 1
-            self._slots.release()
+            self._dispatched -= 1
+            self._wakeup.set()
 
 
 __all__ = ["Batcher", "share_rows"]

@@ -166,8 +166,9 @@ class ModelConfig:
 class ScoringConfig:
     """Runtime-wide settings, passed down by the server."""
 
-    # Thread pool for ONNX Runtime calls, entry scripts and loads. None: 16 (threads are
-    # started on demand; each model's instance_count bounds how many it keeps busy).
+    # Shared thread pool for entry scripts and model loads. None: 16 (threads are started on
+    # demand; each model's instance_count bounds how many it keeps busy). ONNX models run
+    # on instance_count threads of their own.
     executor_threads: int | None = None
     # What a model gets for every field its own config file leaves out.
     model_defaults: ModelConfig = field(default_factory=ModelConfig)

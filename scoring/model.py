@@ -62,6 +62,9 @@ class Model:
                 self.config.batching,
                 instances,
                 label=str(self.metadata.id),
+                # An ONNX runner computes at most `instances` runs at once (its own threads),
+                # so full batches may be formed ahead; an entry script's calls share a pool.
+                staged=instances if self.runner is not None else 0,
             )
             self._batcher.start()
 
@@ -85,6 +88,8 @@ class Model:
                 pass
         if self.entry is not None:
             self.entry.close()
+        if self.runner is not None:
+            self.runner.close()
 
     def queue_depth(self) -> int:
         """Requests waiting to be computed (not counting those computing now)."""

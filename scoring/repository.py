@@ -345,7 +345,7 @@ class ModelRepository:
             return self._build_script(model_id, script_file, path, config)
         if onnx_file.is_file():
             try:
-                runner = OrtRunner.load(onnx_file, config, self.executor, label)
+                runner = OrtRunner.load(onnx_file, config, label)
             except ConfigError as exc:
                 raise ModelLoadError(f"{label}: {self._config_file(name)}: {exc.message}") from exc
             except ModelLoadError as exc:

@@ -1,9 +1,11 @@
 """One ONNX Runtime ``InferenceSession`` per model version, run off the event loop.
 
 ``InferenceSession.run`` releases the GIL and is safe to call from several threads at
-once, so one session serves ``instance_count`` concurrent batches; the calls go through
-``loop.run_in_executor`` on the repository's ``ThreadPoolExecutor``. ONNX Runtime's
-exceptions are translated here, at the boundary, into ``InvalidInput`` (the input does not
+once, so one session serves ``instance_count`` concurrent batches. Each instance is one
+thread of the runner's own pool (as Triton gives each model instance its own thread): at
+most ``instance_count`` runs compute at once, and a run handed over while every instance
+is busy waits in the pool's queue and starts the moment one is free, in that thread,
+without a trip through the event loop. ONNX Runtime's exceptions are translated here, at the boundary, into ``InvalidInput`` (the input does not
 fit the graph) or ``InferenceFailed`` (anything else), chained ``from exc``.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +44,10 @@ class Runner(Protocol):
         """Compute ``output_names`` (None: all) for one (possibly batched) input set."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds (after its last run)."""
+        ...
+
 
 def _spec(arg: Any, model: str) -> TensorSpec:
     datatype = ONNX_TYPE_TO_DATATYPE.get(arg.type)
@@ -55,9 +61,10 @@ def _spec(arg: Any, model: str) -> TensorSpec:
 class OrtRunner:
     """A loaded ONNX model version: its session, its tensors and the providers it uses."""
 
-    def __init__(self, session: ort.InferenceSession, executor: Executor, label: str) -> None:
+    def __init__(self, session: ort.InferenceSession, instances: int, label: str) -> None:
         self.session = session
-        self.executor = executor
+        self.instances = instances
+        self.executor = ThreadPoolExecutor(instances, thread_name_prefix=f"infergate-{_thread_name(label)}")
         self.label = label
         self.inputs = tuple(_spec(a, label) for a in session.get_inputs())
         self.outputs = tuple(_spec(a, label) for a in session.get_outputs())
@@ -70,7 +77,6 @@ class OrtRunner:
         cls,
         path: Path,
         config: ModelConfig,
-        executor: Executor,
         label: str,
         available: Sequence[str] | None = None,
     ) -> OrtRunner:
@@ -93,7 +99,7 @@ class OrtRunner:
             )
         except Exception as exc:  # ORT raises its own pybind types (Fail, InvalidGraph, ...)
             raise ModelLoadError(f"{label}: {path.name}: ONNX Runtime cannot load it: {exc}") from exc
-        runner = cls(session, executor, label)
+        runner = cls(session, config.instances(), label)
         if check_session_providers(config, choice, runner.providers) and not choice.fallback:
             log.warning(
                 "%s: device '%s' wanted %s but the session runs on %s",
@@ -121,6 +127,15 @@ class OrtRunner:
     async def run(self, inputs: Arrays, output_names: Sequence[str] | None) -> Arrays:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.run_sync, inputs, output_names)
+
+    def close(self) -> None:
+        """Let the instance threads exit once idle (a run still computing finishes)."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _thread_name(label: str) -> str:
+    """``model 'mlp' version 1`` -> ``mlp-1`` (thread names show in py-spy and top -H)."""
+    return "-".join(part.strip("'") for part in label.split() if part not in ("model", "version"))
 
 
 def _to_str(a: np.ndarray) -> np.ndarray:

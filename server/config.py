@@ -43,7 +43,7 @@ class ServerConfig:
     request_head_timeout_s: float = 10.0  # a request head (line + headers) must arrive within this
     score_model: str | None = None  # the model /score serves when the repository has several
     scoring_config: Path | None = None  # YAML/JSON file for scoring.ScoringConfig
-    executor_threads: int | None = None  # ONNX Runtime / entry-script thread pool size
+    executor_threads: int | None = None  # entry-script and model-load thread pool size
     log_level: LogLevel = "info"
     access_log: bool = False  # one JSON log line per request (costs throughput)
 
@@ -159,7 +159,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("request_head_timeout_s", _float, "a number", "close connections whose request head is not in after this (default 10)"),
     Option("score_model", _str, "a model name", "model served by /score when there are several"),
     Option("scoring_config", _path, "a file", "YAML/JSON scoring config (model defaults, threads)"),
-    Option("executor_threads", _int, "an integer", "thread pool size for inference"),
+    Option("executor_threads", _int, "an integer", "thread pool size for entry scripts and loads"),
     Option("log_level", _str, "debug|info|warning|error", "log level (default info)"),
     Option("access_log", _bool, "true|false", "log every request as JSON (default false)"),
 )

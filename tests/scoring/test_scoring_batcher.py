@@ -19,9 +19,13 @@ Arrays = dict[str, np.ndarray]
 
 
 class FakeRunner:
-    """y = 2x per input; every call is recorded; calls can be held at a gate."""
+    """y = 2x per input; every call is recorded; calls can be held at a gate. With a
+    ``bound``, at most that many calls compute at once and the others wait their turn, as
+    an ONNX runner's pool of ``instance_count`` threads does (``handed``: every call made)."""
 
     def __init__(self) -> None:
+        self.handed: list[Arrays] = []
+        self.bound: asyncio.Semaphore | None = None
         self.calls: list[Arrays] = []
         self.gate: asyncio.Event | None = None  # set: calls proceed
         self.entered = asyncio.Queue[int]()  # one item per call that started
@@ -31,6 +35,13 @@ class FakeRunner:
         self.bad_rows = False
 
     async def run(self, inputs: Arrays, names: Sequence[str] | None) -> Arrays:
+        self.handed.append(inputs)
+        if self.bound is None:
+            return await self._compute(inputs)
+        async with self.bound:
+            return await self._compute(inputs)
+
+    async def _compute(self, inputs: Arrays) -> Arrays:
         self.calls.append(inputs)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
@@ -310,6 +321,37 @@ def test_instance_count_runs_batches_concurrently() -> None:
             await asyncio.gather(*tasks)
             assert runner.max_active == instances
             await b.close()
+
+    go(body)
+
+
+def test_full_batches_are_formed_ahead_while_every_instance_is_busy() -> None:
+    # staged=1: while the one instance computes, a batch that is already full is handed to
+    # run at once (the instance starts it the moment it finishes, without waiting for the
+    # loop); one that is not full stays queued, where it can still grow.
+    async def body() -> None:
+        clock = Clock()
+        runner = FakeRunner()
+        runner.gate, runner.bound = asyncio.Event(), asyncio.Semaphore(1)
+        b = Batcher(runner.run, cfg(max_batch_size=2, max_queue_delay_ms=0), instance_count=1, clock=clock, staged=1)
+        b.start()
+        first = [asyncio.ensure_future(b.submit(rows(1, 1.0), None, 1)) for _ in range(2)]
+        await asyncio.wait_for(started(b, runner), timeout=10)  # a hang guard only
+        clock.now += 1.0
+        ahead = [asyncio.ensure_future(b.submit(rows(1, 2.0), None, 1)) for _ in range(2)]
+        late = asyncio.ensure_future(b.submit(rows(1, 3.0), None, 1))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert [c["x"][:, 0].tolist() for c in runner.handed] == [[1.0, 1.0], [2.0, 2.0]]
+        assert runner.active == 1 and b.queue_depth() == 1
+        clock.now += 4.0  # the first run returns now; the batch formed ahead starts in its place
+        runner.gate.set()
+        results = await asyncio.wait_for(asyncio.gather(*first, *ahead, late), timeout=10)
+        assert [r.outputs["x_out"][0, 0] for r in results] == [2.0, 2.0, 4.0, 4.0, 6.0]
+        assert runner.max_active == 1
+        # Timed from when it could start computing, not from when it was formed.
+        assert results[2].queue_s == pytest.approx(4.0) and results[2].compute_s == pytest.approx(0.0)
+        await b.close()
 
     go(body)
 

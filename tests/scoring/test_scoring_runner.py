@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,29 +30,24 @@ def _reshape_model(path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def executor() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1)
-
-
-def test_metadata_from_the_graph(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+def test_metadata_from_the_graph(tmp_path: Path) -> None:
     (path,) = model_zoo.write(tmp_path, ["demo"])
-    runner = OrtRunner.load(path, ModelConfig(device="cpu"), executor, "demo")
+    runner = OrtRunner.load(path, ModelConfig(device="cpu"), "demo")
     assert runner.inputs == (TensorSpec("input", "FP32", (-1, 4)),)
     assert runner.outputs == (TensorSpec("probabilities", "FP32", (-1, 3)), TensorSpec("label", "INT64", (-1,)))
     assert runner.providers == ("CPUExecutionProvider",)
 
 
-def test_wrong_input_is_invalid_input(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+def test_wrong_input_is_invalid_input(tmp_path: Path) -> None:
     (path,) = model_zoo.write(tmp_path, ["tiny"])
-    runner = OrtRunner.load(path, ModelConfig(device="cpu"), executor, "tiny")
+    runner = OrtRunner.load(path, ModelConfig(device="cpu"), "tiny")
     with pytest.raises(InvalidInput) as info:
         runner.run_sync({"x": np.ones((1, 4), np.float64)}, None)
     assert info.value.__cause__ is not None and "tiny" in str(info.value)
 
 
-def test_runtime_failure_is_inference_failed(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
-    runner = OrtRunner.load(_reshape_model(tmp_path / "r.onnx"), ModelConfig(device="cpu"), executor, "reshape")
+def test_runtime_failure_is_inference_failed(tmp_path: Path) -> None:
+    runner = OrtRunner.load(_reshape_model(tmp_path / "r.onnx"), ModelConfig(device="cpu"), "reshape")
     x = np.ones((2, 3), np.float32)
     assert runner.run_sync({"x": x, "shape": np.array([3, 2])}, None)["y"].shape == (3, 2)
     with pytest.raises(InferenceFailed) as info:
@@ -61,8 +55,8 @@ def test_runtime_failure_is_inference_failed(tmp_path: Path, executor: ThreadPoo
     assert info.value.__cause__ is not None and "ONNX Runtime failed" in str(info.value)
 
 
-def test_unloadable_file_is_model_load_error(tmp_path: Path, executor: ThreadPoolExecutor) -> None:
+def test_unloadable_file_is_model_load_error(tmp_path: Path) -> None:
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(ModelLoadError, match="model.onnx: ONNX Runtime cannot load it"):
-        OrtRunner.load(bad, ModelConfig(device="cpu"), executor, "bad")
+        OrtRunner.load(bad, ModelConfig(device="cpu"), "bad")
