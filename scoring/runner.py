@@ -5,8 +5,9 @@ once, so one session serves ``instance_count`` concurrent batches. Each instance
 thread of the runner's own pool (as Triton gives each model instance its own thread): at
 most ``instance_count`` runs compute at once, and a run handed over while every instance
 is busy waits in the pool's queue and starts the moment one is free, in that thread,
-without a trip through the event loop. ONNX Runtime's exceptions are translated here, at the boundary, into ``InvalidInput`` (the input does not
-fit the graph) or ``InferenceFailed`` (anything else), chained ``from exc``.
+without a trip through the event loop. ONNX Runtime's exceptions are translated here, at
+the boundary, into ``InvalidInput`` (the input does not fit the graph) or
+``InferenceFailed`` (anything else), chained ``from exc``.
 """
 
 from __future__ import annotations
