@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 try:
     import uvloop
@@ -42,6 +41,8 @@ from scoring import InferRequest, ModelRepository, ScoringConfig  # noqa: E402
 from scoring import model_zoo  # noqa: E402
 from scoring.config import ModelConfig, parse_model_config  # noqa: E402
 from scoring.providers import session_options  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402 -- after scoring, which turns its telemetry off first
 
 BATCHES = (1, 2, 4, 8, 16, 32, 64, 128)
 

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scoring import ModelConfig  # noqa: E402
 from scoring import model_zoo  # noqa: E402
 from scoring.providers import CUDA, as_ort_providers, choose_providers  # noqa: E402
+
+import onnxruntime as ort  # noqa: E402 -- after scoring, which turns its telemetry off first
 
 BATCHES = (1, 8, 32, 128, 512, 2048)
 RTOL, ATOL = 1e-3, 1e-5  # TF32/cuBLAS vs MLAS: close, not bit-equal

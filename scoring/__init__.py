@@ -10,15 +10,25 @@ entry scripts. Numpy in, numpy out; no HTTP in this package.
 Configuration reference: docs/scoring.md.
 """
 
-from scoring.config import (
+import importlib
+import os
+from typing import TYPE_CHECKING, Any
+
+# ONNX Runtime's official wheels send usage telemetry on Linux too since 1.29 (1DS events
+# to mobile.events.data.microsoft.com: seen here as DNS lookups ~10 s after `import
+# onnxruntime`). A serving runtime in someone else's cluster must not call out unasked, so
+# it is off unless the operator set ORT_DISABLE_TELEMETRY (0 allows it). It is read once,
+# when ONNX Runtime initializes: this runs before any module of ours imports it.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from scoring.config import (  # noqa: E402
     BatchingConfig,
     ModelConfig,
     ScoringConfig,
     SessionConfig,
     VersionPolicy,
 )
-from scoring.entry_script import EntryScriptResponse, RawRequest
-from scoring.errors import (
+from scoring.errors import (  # noqa: E402
     ConfigError,
     DeadlineExceeded,
     InferenceFailed,
@@ -30,9 +40,7 @@ from scoring.errors import (
     ScoringError,
     VersionNotFound,
 )
-from scoring.model import Model
-from scoring.repository import ModelRepository
-from scoring.types import (
+from scoring.types import (  # noqa: E402
     DATATYPE_TO_NUMPY,
     NUMPY_TO_DATATYPE,
     InferRequest,
@@ -42,6 +50,30 @@ from scoring.types import (
     ModelStatus,
     TensorSpec,
 )
+
+if TYPE_CHECKING:
+    from scoring.entry_script import EntryScriptResponse, RawRequest
+    from scoring.model import Model
+    from scoring.repository import ModelRepository
+
+# Imported on first use: they pull in ONNX Runtime (and entry-script support), which the
+# router, a user of the config and error types only, never needs to load.
+_LAZY = {
+    "Model": "scoring.model",
+    "ModelRepository": "scoring.repository",
+    "EntryScriptResponse": "scoring.entry_script",
+    "RawRequest": "scoring.entry_script",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'scoring' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DATATYPE_TO_NUMPY",
