@@ -41,12 +41,12 @@ class DecodedRequest:
     binary_default: bool  # request parameter ``binary_data_output``
 
 
-def loads(body: bytes | memoryview, what: str = "body") -> Any:
+def loads(body: bytes | memoryview, what: str = "body", field: str | None = None) -> Any:
     """orjson.loads with the error as InvalidInput. orjson rejects NaN/Infinity and 1e400."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"{what}: malformed JSON: {exc}", field=what) from None
+        raise InvalidInput(f"{what}: malformed JSON: {exc}", field=field or what) from None
 
 
 def decode_infer_request(body: bytes, header_length: int | None = None) -> DecodedRequest:
@@ -61,7 +61,15 @@ def decode_infer_request(body: bytes, header_length: int | None = None) -> Decod
                 f"{len(body)}, got {header_length}",
                 field="Inference-Header-Content-Length",
             )
-        doc = loads(memoryview(body)[:header_length])
+        # Name the header: a client that reuses its headers dict after a binary request
+        # (tritonclient adds this header to the dict it is given) sends a stale length with a
+        # pure-JSON body, and "malformed JSON" alone would send its user to the wrong place.
+        doc = loads(
+            memoryview(body)[:header_length],
+            f"the inference header (the first {header_length} of {len(body)} body bytes, "
+            "per Inference-Header-Content-Length)",
+            field="Inference-Header-Content-Length",
+        )
         binary_at = header_length
     if not isinstance(doc, dict):
         raise InvalidInput("body: must be a JSON object", field="body")

@@ -149,6 +149,16 @@ def test_binary_size_mismatches_are_400(size: int, extra: bytes, match: str) -> 
         codec.decode_infer_request(body, header_length)
 
 
+def test_a_stale_header_length_on_a_json_body_names_the_header() -> None:
+    # tritonclient writes Inference-Header-Content-Length into the headers dict it is given,
+    # so a caller reusing that dict sends the last binary request's length with pure JSON.
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1, 2]}]})
+    with pytest.raises(InvalidInput) as info:
+        codec.decode_infer_request(body, 20)
+    assert info.value.field == "Inference-Header-Content-Length"
+    assert f"the first 20 of {len(body)} body bytes, per Inference-Header-Content-Length" in str(info.value)
+
+
 def test_header_length_past_the_body_is_400() -> None:
     with pytest.raises(InvalidInput, match="Inference-Header-Content-Length"):
         codec.decode_infer_request(b"{}", 10)
