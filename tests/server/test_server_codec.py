@@ -45,6 +45,27 @@ def test_json_tensors_decode_row_major_flat_or_nested(datatype: str, data: Any, 
 
 
 @pytest.mark.parametrize(
+    "data",
+    [
+        [0.5, 1, -2.25, 3e38],
+        [[0.5, 1], [-2.25, 3e38]],
+        [1.5, True, 3, False],  # a boolean after a number: numpy made it 1.0 / 0.0, still so
+        [[1, 2], [True, 4]],
+        [2**63, -(2**63)],
+        [],
+        [[], []],
+    ],
+)
+@pytest.mark.parametrize("datatype", ["FP32", "FP64"])
+def test_float_lists_decode_as_numpy_reads_them(data: list[Any], datatype: str) -> None:
+    # Float tensors take a faster path than np.asarray; the values must be the same.
+    expected = np.asarray(data).astype(codec.DATATYPE_TO_NUMPY[datatype])
+    arr = codec.array_from_json(data, datatype, None, "x")
+    assert arr.dtype == expected.dtype and arr.shape == expected.shape
+    assert arr.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
     ("tensor", "field", "words"),
     [
         (_t([1, 2, 3], [2, 2]), "inputs[0].data", "needs 4 values, got 3"),
@@ -63,6 +84,10 @@ def test_json_tensors_decode_row_major_flat_or_nested(datatype: str, data: Any, 
         (_t([1, 2], [2], "BYTES"), "inputs[0].data", "strings"),
         (_t([[1, 2], [3]], [3], "FP32"), "inputs[0].data", "same length"),
         (_t([None, 1], [2], "FP32"), "inputs[0].data", "numbers only"),
+        (_t([True, False], [2], "FP32"), "inputs[0].data", "numbers only"),
+        (_t([[1, "2"], [3, 4]], [2, 2], "FP32"), "inputs[0].data", "numbers only"),
+        (_t([[1, 2], [3, None]], [2, 2], "FP64"), "inputs[0].data", "numbers only"),
+        (_t([[1, 2], [3, [4]]], [2, 2], "FP32"), "inputs[0].data", "same length"),
         (_t([1, 2], [2], "FLOAT"), "inputs[0].datatype", "one of"),
         ({"shape": [1], "datatype": "FP32", "data": [1]}, "inputs[0].name", "name"),
         (_t(5, [1]), "inputs[0].data", "list"),
