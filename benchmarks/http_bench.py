@@ -7,7 +7,10 @@ ceiling; ``mlp`` batched; ``mlp_nobatch`` with batching off), checks one answer 
 scenario, then runs wrk for each (protocol, model, rows, concurrency): v2 JSON, v2 binary
 and AzureML /score with 1- and 32-row requests. Prints requests/s, rows/s, p50 and p99 as
 a Markdown table. wrk comes from Debian's packages (installed with apt-get when missing).
-Every run is bounded by --duration-s; the whole script by the number of runs.
+Every run is bounded by --duration-s; the whole script by the number of runs. It first
+measures the in-process ONNX Runtime limit of ``mlp`` (about 12 s) and, with concurrency 64
+in the plan, ends with issue 3's ratios from this one run: batched / null model, batched /
+batching off, and 32-row v2 binary rows/s / the limit.
 The cross-server comparison (peers, router, in-process limit) is ``python -m benchmarks.run``.
 """
 
@@ -29,6 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.inprocess import measure_limit  # noqa: E402
+from benchmarks.payloads import read_model_info  # noqa: E402
 from scoring import model_zoo  # noqa: E402
 
 # name -> input width; the null model gets the same payload as mlp, so that the comparison
@@ -152,9 +157,12 @@ def main(argv: list[str]) -> int:
     concurrency = [64] if args.quick else [int(c) for c in args.concurrency.split(",")]
     rows_list = [1] if args.quick else [1, 32]
     wrk = ensure_wrk()
+    rps: dict[tuple[str, str, int, int], float] = {}  # (protocol, model, rows, c) -> req/s
     with tempfile.TemporaryDirectory(prefix="infergate-bench-") as tmp:
         workdir = Path(tmp)
         write_repository(workdir / "models")
+        limit = measure_limit(read_model_info("mlp", workdir / "models" / "mlp" / "1" / "model.onnx"))
+        print(f"in-process limit mlp: {limit.best_rows_per_s:,.0f} rows/s at batch {limit.best_batch}\n")
         proc, port = start_server(workdir / "models", workdir / "server.log")
         print("| protocol | model | rows | concurrency | req/s | rows/s | p50 ms | p99 ms | errors |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -167,6 +175,7 @@ def main(argv: list[str]) -> int:
                         script = lua_script(body, headers, workdir)
                         for c in concurrency:
                             r = run_wrk(wrk, f"http://127.0.0.1:{port}{path}", script, c, args.duration_s)
+                            rps[(protocol, model, rows, c)] = r["rps"] if not r["errors"] else 0.0
                             print(f"| {protocol} | {model} | {rows} | {c} | {r['rps']:.0f} | {r['rps'] * rows:.0f} "
                                   f"| {r['p50']:.2f} | {r['p99']:.2f} | {r['errors']:.0f} |", flush=True)  # fmt: skip
         finally:
@@ -188,7 +197,29 @@ def main(argv: list[str]) -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=60)
+    if 64 in concurrency:
+        print()
+        for line in issue3_ratios(rps, limit.best_rows_per_s, 64):
+            print(line)
     return 0
+
+
+def issue3_ratios(rps: dict[tuple[str, str, int, int], float], limit: float, c: int) -> list[str]:
+    """Issue 3's targets, from one run's req/s (0 for a run with errors)."""
+
+    def ratio(a: float, b: float) -> float:
+        return a / b if b else 0.0
+
+    lines = [f"issue 3 at c={c} (this run):"]
+    for protocol in ("v2-json", "v2-binary"):
+        batched = rps.get((protocol, "mlp", 1, c), 0.0)
+        null = ratio(batched, rps.get((protocol, "identity", 1, c), 0.0))
+        off = ratio(batched, rps.get((protocol, "mlp_nobatch", 1, c), 0.0))
+        lines.append(f"  {protocol} 1-row: batched / null model {null:.2f}x (>= 0.9), batched / batching off {off:.2f}x (>= 2)")
+    rows32 = rps.get(("v2-binary", "mlp", 32, c), 0.0) * 32
+    if rows32:
+        lines.append(f"  v2-binary 32-row: {rows32:,.0f} rows/s = {ratio(rows32, limit):.2f}x the in-process limit (>= 0.7)")
+    return lines
 
 
 if __name__ == "__main__":
