@@ -26,8 +26,8 @@ from scoring import DATATYPE_TO_NUMPY, NUMPY_TO_DATATYPE, InvalidInput
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _INT_DATATYPES = {k for k, v in DATATYPE_TO_NUMPY.items() if v.kind in "iu"}
 _MAX_RANK = 64
-# The largest finite value of each narrower float type: JSON numbers past it would become inf.
 _FLOAT_DATATYPES = frozenset(("FP16", "FP32", "FP64"))
+# The largest finite value of each narrower float type: JSON numbers past it would become inf.
 _NARROW_LIMIT = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max)}
 _LEN = struct.Struct("<I")
 
@@ -309,7 +309,7 @@ def _float_rows(data: list[Any]) -> np.ndarray | None:
         if data and data[0].__class__ is list:
             width = len(data[0])
             for row in data:
-                if len(row) != width or (width and row[0].__class__ is bool):
+                if row.__class__ is not list or len(row) != width or (width and row[0].__class__ is bool):
                     return None
                 buf.fromlist(row)
             shape: tuple[int, ...] = (len(data), width)

@@ -88,6 +88,8 @@ def test_float_lists_decode_as_numpy_reads_them(data: list[Any], datatype: str) 
         (_t([[1, "2"], [3, 4]], [2, 2], "FP32"), "inputs[0].data", "numbers only"),
         (_t([[1, 2], [3, None]], [2, 2], "FP64"), "inputs[0].data", "numbers only"),
         (_t([[1, 2], [3, [4]]], [2, 2], "FP32"), "inputs[0].data", "same length"),
+        (_t([[1, 2], {"a": 1, "b": 2}], [2, 2], "FP32"), "inputs[0].data", None),
+        (_t([[1, 2], "ab"], [2, 2], "FP32"), "inputs[0].data", None),
         (_t([1, 2], [2], "FLOAT"), "inputs[0].datatype", "one of"),
         ({"shape": [1], "datatype": "FP32", "data": [1]}, "inputs[0].name", "name"),
         (_t(5, [1]), "inputs[0].data", "list"),
