@@ -73,6 +73,12 @@ def _files_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
+def _settle_rows(config: ModelConfig, auto_rows: int) -> tuple[ModelConfig, int]:
+    """``config`` with ``batching.max_batch_size`` settled (``auto_rows`` when unset), and it."""
+    rows = config.batching.rows_limit(auto_rows)
+    return replace(config, batching=replace(config.batching, max_batch_size=rows)), rows
+
+
 def check_model_name(name: str) -> None:
     """Raise InvalidInput for a name that is not a plain folder name (path traversal)."""
     if not _NAME.match(name) or name in (".", "..") or ".." in name:
@@ -360,8 +366,7 @@ class ModelRepository:
                     "dim 0 on every input and output of the model"
                 )
             batched = batched if enabled is None else enabled
-            rows = config.batching.rows_limit(auto_max_batch_size(runner.inputs, _files_bytes(path)))
-            config = replace(config, batching=replace(config.batching, max_batch_size=rows))
+            config, rows = _settle_rows(config, auto_max_batch_size(runner.inputs, _files_bytes(path)))
             metadata = ModelMetadata(
                 id=model_id,
                 platform="onnxruntime_onnx",
@@ -385,8 +390,7 @@ class ModelRepository:
                 "run_batch() in score.py"
             )
         batched = entry.batched and config.batching.enabled is not False
-        rows = config.batching.rows_limit(AUTO_MIN_ROWS)
-        config = replace(config, batching=replace(config.batching, max_batch_size=rows))
+        config, rows = _settle_rows(config, AUTO_MIN_ROWS)
         metadata = ModelMetadata(
             id=model_id,
             platform="azureml_entry_script",

@@ -64,7 +64,6 @@ class OrtRunner:
 
     def __init__(self, session: ort.InferenceSession, instances: int, label: str) -> None:
         self.session = session
-        self.instances = instances
         self.executor = ThreadPoolExecutor(instances, thread_name_prefix=f"infergate-{_thread_name(label)}")
         self.label = label
         self.inputs = tuple(_spec(a, label) for a in session.get_inputs())
