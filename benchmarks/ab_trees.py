@@ -14,6 +14,7 @@ from /proc over each run.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cells = [(p, int(r), int(c)) for p, r, c in (cell.split(":") for cell in args.cells.split(","))]
     wrk = ensure_wrk()
-    ticks_per_s = 100  # USER_HZ
+    ticks_per_s = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts in these
     ratios: dict[tuple[str, int, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="infergate-ab-") as tmp:
         workdir = Path(tmp)
