@@ -1,7 +1,8 @@
 """``build_app``: the scoring server's ASGI application, assembled from explicit parts.
 
     RequestMiddleware (request id, errors -> status table, metrics, span, access log)
-      -> Router(ROUTES, lifespan)
+      -> ScoringRouter(ROUTES, lifespan): POST .../infer straight to its endpoint,
+         everything else through Starlette's route table
 
 No Starlette ``Starlette`` wrapper and no BaseHTTPMiddleware on the inference path: the
 router is wrapped by one plain ASGI middleware. Everything with state (repository,
@@ -10,16 +11,15 @@ metrics registry, tracer) is passed in or built in lifespan, so each test gets i
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry
 from opentelemetry.sdk.trace import TracerProvider
-from starlette.routing import Router
+from prometheus_client import CollectorRegistry
 from starlette.types import ASGIApp
 
 from server.config import ServerConfig
 from server.lifespan import RepositoryFactory, build_repository, lifespan_for
 from server.metrics import Metrics
 from server.middleware import RequestMiddleware
-from server.routes import ROUTES
+from server.routes import ROUTES, ScoringRouter
 from server.state import Lifecycle, ServerState
 from server.tracing import Tracing, provider_from_env
 
@@ -44,5 +44,5 @@ def build_app(
         tracing=Tracing(provider, owned=owned),
         lifecycle=lifecycle or Lifecycle(),
     )
-    router = Router(routes=ROUTES, lifespan=lifespan_for(server, repository_factory))
+    router = ScoringRouter(routes=ROUTES, lifespan=lifespan_for(server, repository_factory))
     return RequestMiddleware(router, server.metrics, server.tracing, config.access_log)

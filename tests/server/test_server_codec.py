@@ -65,6 +65,25 @@ def test_float_lists_decode_as_numpy_reads_them(data: list[Any], datatype: str) 
     assert arr.tolist() == expected.tolist()
 
 
+@pytest.mark.parametrize("count", [4, 1024])  # the builtin min/max, then numpy's reductions
+@pytest.mark.parametrize(
+    ("datatype", "bad"),
+    [("FP32", 3.5e38), ("FP32", -3.5e38), ("FP16", 65520.0), ("FP16", -7e4)],
+)
+@pytest.mark.parametrize("nested", [False, True])
+def test_float_values_past_the_datatype_range_are_400_at_any_size(
+    count: int, datatype: str, bad: float, nested: bool
+) -> None:
+    limit = float(np.finfo(codec.DATATYPE_TO_NUMPY[datatype]).max)
+    fine = [0.5] * (count - 2) + [limit, -limit]  # the extremes themselves are in range
+    assert codec.array_from_json(fine, datatype, (count,), "x").tolist()[-2:] == [limit, -limit]
+    values = fine[:-1] + [bad]
+    data: list[Any] = [values[i : i + 4] for i in range(0, count, 4)] if nested else values
+    with pytest.raises(InvalidInput, match=f"out of {datatype} range") as info:
+        codec.array_from_json(data, datatype, (count // 4, 4), "inputs[0].data")
+    assert info.value.field == "inputs[0].data"
+
+
 @pytest.mark.parametrize(
     ("tensor", "field", "words"),
     [

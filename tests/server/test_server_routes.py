@@ -25,8 +25,10 @@ from server_testkit import (
     v2_body,
     write_models,
 )
+from starlette.routing import Match
 
 from server.app import build_app
+from server.routes import ROUTES, infer_path_params
 from server.state import Lifecycle
 
 
@@ -160,6 +162,34 @@ def test_infer_errors_map_through_the_table(client: TestClient) -> None:
     assert_json_error(client.get("/v2/nothing/here"), 404)
     # the server is still fine
     assert client.post(url, json=v2_body([1, 2, 3], [1, 3])).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/tiny/infer",
+        "/v2/models/tiny/versions/12/infer",
+        "/v2/models/a b.é/versions/x/infer",  # any segment text: the endpoint judges it
+        "/v2/models/infer",
+        "/v2/models//infer",
+        "/v2/models/tiny/versions//infer",
+        "/v2/models/tiny/versions/1/2/infer",
+        "/v2/models/tiny/other/1/infer",
+        "/v2/models/tiny/infer/",
+        "/v2/models/tiny",
+        "/v2/models/versions/infer",
+        "/x/v2/models/tiny/infer",
+    ],
+)
+def test_the_infer_shortcut_matches_exactly_what_the_infer_routes_match(path: str) -> None:
+    # ScoringRouter answers POST .../infer without the route table; it must take the same
+    # paths, with the same parameters, as the two infer Route entries would.
+    expected = None
+    for route in ROUTES[:2]:
+        match, child = route.matches({"type": "http", "path": path, "method": "POST", "root_path": ""})
+        if match == Match.FULL:
+            expected = child["path_params"]
+    assert infer_path_params(path) == expected
 
 
 def test_json_accepted_without_content_type(client: TestClient) -> None:
