@@ -21,7 +21,10 @@ pool of ``instance_count`` threads); its requests count as dispatched from then 
 - The queue holds at most ``max_queue_size`` requests; past it ``submit`` raises
   ``Overloaded`` at once, so memory stays bounded under any load.
 - A request whose deadline (or ``queue_timeout_ms``) passes while queued is answered
-  with ``DeadlineExceeded`` at that moment and never computed.
+  with ``DeadlineExceeded`` at that moment and never computed. One whose deadline passes
+  while its batch computes is answered with ``DeadlineExceeded`` at that moment too (the
+  batch runs on; its late result for that request is dropped). So ``submit`` returns by
+  the request's deadline, and a caller needs no timer of its own.
 - A batch whose run raises fails only its own requests; the collector keeps serving.
 """
 
@@ -113,6 +116,7 @@ class Batcher:
         # When each batch formed ahead started computing, oldest first: [dispatch time], raised
         # to the moment the loop sees a run return (that freed instance took the oldest one).
         self._ahead: deque[list[float]] = deque()
+        self._running: dict[int, list[_Pending]] = {}  # dispatched batches by id, for the expiry timer
         self._collector: asyncio.Task[None] | None = None
         # One timer for the whole queue, due at the earliest deadline it may hold (math.inf:
         # none armed), rather than one TimerHandle per request: most requests carry a deadline
@@ -227,9 +231,9 @@ class Batcher:
         self._expiry = self._loop.call_later(max(0.0, deadline - now), self._expire_due)
 
     def _expire_due(self) -> None:
-        """Timer callback: answer every queued request whose deadline passed (those
-        dispatched already are being computed: they finish), then re-arm for the earliest
-        deadline still queued."""
+        """Timer callback: answer every request whose deadline passed, queued (it is never
+        computed) or computing (its batch runs on; the late result is dropped), then re-arm
+        for the earliest deadline still pending."""
         self._expiry, self._expiry_at = None, math.inf
         now = self._clock()
         expired: list[_Pending] = []
@@ -247,6 +251,15 @@ class Batcher:
             for item in expired:
                 self._forget(item)
                 self._fail(item, DeadlineExceeded(f"{self.label}: deadline passed while queued"))
+        for batch in self._running.values():
+            for item in batch:
+                deadline = item.deadline
+                if deadline is None or item.future.done():
+                    continue
+                if now >= deadline:
+                    self._fail(item, DeadlineExceeded(f"{self.label}: deadline passed while computing"))
+                elif deadline < next_at:
+                    next_at = deadline
         if next_at < math.inf:
             self._arm_expiry(next_at, now)
 
@@ -359,6 +372,7 @@ class Batcher:
 
     async def _execute(self, batch: list[_Pending], start: list[float]) -> None:
         assert self._wakeup is not None
+        self._running[id(batch)] = batch
         try:
             rows = [item.rows for item in batch]
             wanted: set[str] | None = set()
@@ -402,6 +416,7 @@ class Batcher:
                     InferResult(piece, queue_s=started - item.arrived, compute_s=done - started, batch_rows=total)
                 )
         finally:
+            del self._running[id(batch)]
             self._dispatched -= 1
             self._wakeup.set()
 

@@ -48,6 +48,9 @@ class Model:
         self._inflight = 0
         self._closed = False
         self._idle: asyncio.Event | None = None
+        # True once a batcher serves infer(): it answers every request by its deadline
+        # (DeadlineExceeded, queued or computing), so a caller needs no timer of its own.
+        self.enforces_deadline = False
 
     async def start(self) -> None:
         """Create the loop-bound parts (queue, batcher task); call inside the event loop."""
@@ -67,6 +70,7 @@ class Model:
                 staged=instances if self.runner is not None else 0,
             )
             self._batcher.start()
+            self.enforces_deadline = self.runner is not None
 
     def stop_accepting(self) -> None:
         """From now on new requests fail with ModelNotReady("unloading")."""

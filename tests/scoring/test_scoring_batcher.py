@@ -251,6 +251,28 @@ def test_one_expiry_timer_answers_each_queued_deadline_in_turn() -> None:
     go(body)
 
 
+def test_a_deadline_passing_while_computing_is_answered_then_and_its_late_result_dropped() -> None:
+    async def body() -> None:
+        clock = Clock()
+        runner = FakeRunner()
+        runner.gate = asyncio.Event()
+        b = Batcher(runner.run, cfg(max_batch_size=2, max_queue_delay_ms=0), clock=clock)
+        b.start()
+        short = asyncio.ensure_future(b.submit(rows(1, 3), None, 1, deadline=clock.now + 0.02))
+        long = asyncio.ensure_future(b.submit(rows(1, 4), None, 1, deadline=clock.now + 1000))
+        await started(b, runner)  # one batch of both, held at the gate
+        assert [c["x"].shape[0] for c in runner.calls] == [2]
+        clock.now += 1.0  # past `short`'s deadline when its timer fires
+        with pytest.raises(DeadlineExceeded, match="while computing"):
+            await asyncio.wait_for(short, 30)  # a hang guard, not a speed bound
+        assert not long.done()
+        runner.gate.set()
+        assert (await long).outputs["x_out"].tolist() == [[8.0, 8.0, 8.0]]
+        await b.close()
+
+    go(body)
+
+
 def test_queue_timeout() -> None:
     async def body() -> None:
         clock = Clock()

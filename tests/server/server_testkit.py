@@ -56,6 +56,7 @@ class FakeModel:
     def __init__(self, metadata: ModelMetadata) -> None:
         self.metadata = metadata
         self.calls = 0
+        self.enforces_deadline = False  # the server times its requests out itself
 
     def queue_depth(self) -> int:
         return 0
