@@ -313,15 +313,21 @@ def _checked_floats(
         raise InvalidInput(
             f"{where}: shape {list(shape)} needs {math.prod(shape)} values, got {count}", field=where
         )
-    arr = np.frombuffer(buf, dtype=np.float64)
     # JSON has no NaN/Infinity (orjson refuses them, and 1e400), so a value is out of range
     # only when a narrowing cast would make it inf: checked before the cast.
     limit = _NARROW_LIMIT.get(datatype)
-    if limit is not None and count:
-        hi, lo = (max(buf), min(buf)) if count <= _SMALL_FLOATS else (arr.max(), arr.min())
-        if hi > limit or lo < -limit:
-            raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
-    arr = arr.astype(DATATYPE_TO_NUMPY[datatype], copy=False)
+    if limit is None:  # FP64: the buffer itself
+        arr = np.frombuffer(buf, dtype=np.float64)
+    else:
+        if count:
+            if count <= _SMALL_FLOATS:
+                hi, lo = max(buf), min(buf)
+            else:
+                wide = np.frombuffer(buf, dtype=np.float64)
+                hi, lo = wide.max(), wide.min()
+            if hi > limit or lo < -limit:
+                raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
+        arr = np.array(buf, dtype=DATATYPE_TO_NUMPY[datatype])  # one call: view and cast
     return arr.reshape(shape if shape is not None else rows_shape)
 
 
@@ -471,7 +477,7 @@ def encode_infer_response(
         elif datatype == "BYTES":
             tensor["data"] = _bytes_list(arr, name)
         else:
-            tensor["data"] = np.ascontiguousarray(arr).reshape(-1)
+            tensor["data"] = arr.ravel()  # a view when contiguous, else a C-order copy
         tensors.append(tensor)
     doc: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:

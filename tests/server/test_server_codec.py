@@ -234,6 +234,19 @@ def test_encode_json_and_binary_outputs() -> None:
     assert body[header_length + 8 :] == struct.pack("<I", 2) + b"hi" + struct.pack("<I", 2) + b"yo"
 
 
+@pytest.mark.parametrize("view", ["transposed", "strided", "fortran", "scalar", "row slice"])
+@pytest.mark.parametrize("binary", [False, True])
+def test_outputs_that_are_not_c_contiguous_encode_row_major(view: str, binary: bool) -> None:
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    arr = {"transposed": a.T, "strided": a[:, ::2], "fortran": np.asfortranarray(a),
+           "scalar": np.float32(3) * np.ones((), np.float32), "row slice": a[1:]}[view]  # fmt: skip
+    body, header_len = codec.encode_infer_response("m", "1", None, {"y": arr}, binary_default=binary)
+    tensor = orjson.loads(body[:header_len])["outputs"][0]
+    assert tensor["shape"] == list(arr.shape)
+    values = np.frombuffer(body[header_len:], np.float32).tolist() if binary else tensor["data"]
+    assert values == arr.reshape(-1).tolist()
+
+
 def test_non_utf8_bytes_output_must_be_asked_binary() -> None:
     with pytest.raises(InvalidInput, match="binary_data"):
         codec.encode_infer_response("m", "1", None, {"s": np.array([b"\xff"], dtype=object)})
