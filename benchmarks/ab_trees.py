@@ -3,8 +3,10 @@ alternates between them, and each round's ratio (after / before) is printed.
 
     git worktree add --detach /tmp/before HEAD~1
     python benchmarks/ab_trees.py --before /tmp/before [--rounds 3] [--cells v2-binary:32:64,v2-json:1:8]
+        [--model mlp|identity]
 
-A cell is protocol:rows:concurrency on ``mlp`` (its own config: none, so each tree's
+A cell is protocol:rows:concurrency on ``--model`` (``mlp``, or ``identity``, the null
+model where the server's own cost per request is all there is; no config, so each tree's
 defaults apply). The trees run one after the other, in alternating order per round, so a
 neighbour's burst of load hits both alike; the per-round ratios and their median are the
 result (absolute figures drift on shared machines). The server's CPU per request comes
@@ -42,6 +44,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration-s", type=int, default=3)
     parser.add_argument("--cells", default=DEFAULT_CELLS)
+    parser.add_argument("--model", choices=("mlp", "identity"), default="mlp")
     args = parser.parse_args(argv)
     cells = [(p, int(r), int(c)) for p, r, c in (cell.split(":") for cell in args.cells.split(","))]
     wrk = ensure_wrk()
@@ -49,7 +52,7 @@ def main(argv: list[str]) -> int:
     ratios: dict[tuple[str, int, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="infergate-ab-") as tmp:
         workdir = Path(tmp)
-        model_zoo.write(workdir / "models", ["mlp"])
+        model_zoo.write(workdir / "models", [args.model])
         servers = {
             "before": start_server(workdir / "models", workdir / "before.log", args.before.resolve()),
             "after": start_server(workdir / "models", workdir / "after.log", args.after.resolve()),
@@ -57,7 +60,7 @@ def main(argv: list[str]) -> int:
         try:
             for rnd in range(args.rounds):
                 for protocol, rows, c in cells:
-                    path, body, headers = request_for(protocol, "mlp", rows, workdir)
+                    path, body, headers = request_for(protocol, args.model, rows, workdir)
                     script = lua_script(body, headers, workdir)
                     rps: dict[str, float] = {}
                     for name in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
