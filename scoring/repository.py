@@ -206,9 +206,13 @@ class ModelRepository:
         if entry is None:
             raise ModelNotFound(name)
         if version is None:
-            for v in sorted(entry.versions.values(), key=lambda v: v.version, reverse=True):
-                if v.state == "READY" and v.model is not None:
-                    return v.model
+            best = None  # the newest READY version: one pass, no sort (every request asks)
+            for v in entry.versions.values():
+                if v.state == "READY" and v.model is not None and (best is None or v.version > best.version):
+                    best = v
+            if best is not None:
+                assert best.model is not None
+                return best.model
             newest = max(entry.versions.values(), key=lambda v: v.version, default=None)
             reason = entry.error or (newest.reason or newest.state.lower() if newest else "no versions")
             raise ModelNotReady(name, None, reason)
