@@ -1,6 +1,6 @@
 """CPU per request of the scoring server's ASGI app alone, in process, without HTTP.
 
-    python benchmarks/app_cost.py [--requests 20000] [--rounds 3] [--concurrency 64]
+    python benchmarks/app_cost.py [--requests 20000] [--rounds 3] [--concurrency 64] [--no-null]
 
 Builds the ``tiny`` model, starts ``server.app.build_app`` through its lifespan, and drives
 it with ``--concurrency`` concurrent 1-row v2 JSON requests through a fake ``receive`` /
@@ -9,6 +9,14 @@ it with ``--concurrency`` concurrent 1-row v2 JSON requests through a fake ``rec
 fixed JSON). Prints process CPU microseconds per request for each, best and all rounds. CPU time, not
 wall clock, so that it is steadier on a shared machine; compare two trees by running it in
 each, alternating. Bounded by --requests x --rounds.
+
+Instructions per request, which this machine's noise does not move (valgrind from Debian's
+packages; each run makes 2 x --requests requests, a warm-up and the measured ones):
+
+    ir() { valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+             python benchmarks/app_cost.py --no-null --rounds 1 --requests $1 2>&1 |
+           awk '/Collected/ {print $4}'; }
+    echo $(( ($(ir 1200) - $(ir 200)) / 2000 ))
 """
 
 from __future__ import annotations
@@ -81,10 +89,12 @@ async def measure(args: argparse.Namespace) -> None:
             null: list[float] = []
             for _ in range(args.rounds):
                 ours.append(await cpu_per_request(app, "/v2/models/tiny/infer", state, args.requests, args.concurrency))
-                null.append(await cpu_per_request(null_reference, "/infer", {}, args.requests, args.concurrency))
+                if not args.no_null:
+                    null.append(await cpu_per_request(null_reference, "/infer", {}, args.requests, args.concurrency))
     print(f"{args.concurrency} concurrent 1-row tiny v2 JSON requests, {args.requests} per round, process CPU per request:")
     print(f"  infergate app:         best {min(ours):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in ours)}")
-    print(f"  bare Starlette (null): best {min(null):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in null)}")
+    if null:
+        print(f"  bare Starlette (null): best {min(null):6.1f} us   rounds {', '.join(f'{v:.1f}' for v in null)}")
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +102,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--no-null", action="store_true", help="measure infergate's app only")
     args = parser.parse_args(argv)
     uvloop.run(measure(args))
     return 0
