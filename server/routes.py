@@ -334,7 +334,7 @@ async def infer(request: Request) -> Response:
     model.check_capacity()  # shed before decoding: decoding only to shed is what overload costs
     decoded = codec.decode_infer_request(body, header_length)
 
-    started_ns = time.time_ns()
+    started_ns = time.time_ns() if info.span is not None else 0  # for the span's phases
     scoring = model.infer(InferRequest(decoded.inputs, decoded.outputs, _deadline(server, info), info.request_id))
     result = await (scoring if model.enforces_deadline else _scored(server, info, scoring))
     server.metrics.observe_result(name, version, result)
