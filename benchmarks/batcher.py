@@ -181,6 +181,9 @@ class _NoOpRunner:
         await asyncio.sleep(0)  # one loop turn, as an executor hop would take
         return {"output": inputs["input"]}
 
+    def close(self) -> None:
+        """The Runner protocol's close(): this runner holds no session or threads."""
+
 
 async def loop_cost(requests: int, with_deadline: bool, submitters_n: int = 64) -> float:
     """Process CPU microseconds per request of ``Model.infer`` (batched) on ``_NoOpRunner``."""
