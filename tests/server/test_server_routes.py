@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from server_testkit import (
 )
 from starlette.routing import Match
 
+from scoring import ModelConfig
+from scoring.model import Model
 from server.app import build_app
 from server.routes import ROUTES, infer_path_params
 from server.state import Lifecycle
@@ -280,6 +283,53 @@ def test_scoring_timeout_leaves_the_task_uncancelled(fake: FakeRepository) -> No
     sent, cancelling = asyncio.run(scenario())
     assert sent[0]["status"] == 504
     assert cancelling == 0
+
+
+class _HeldRunner:
+    """A batched model's runner (y = 2x) that computes only once ``held`` is cleared (or
+    after 10 s, so that a server that waits for it fails the test instead of hanging)."""
+
+    def __init__(self) -> None:
+        self.held = True
+
+    async def run(self, inputs: dict[str, np.ndarray], names: Any) -> dict[str, np.ndarray]:
+        for _ in range(1000):
+            if not self.held:
+                break
+            await asyncio.sleep(0.01)
+        return {"y": inputs["x"] * 2}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+class _StartsModels(FakeRepository):
+    """A repository of real ``Model`` objects, started and closed with the app."""
+
+    async def start(self) -> None:
+        for model in self.models.values():
+            await model.start()
+        self.started = True
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        for model in self.models.values():
+            await model.close(timeout_s)
+        self.closed = True
+
+
+def test_a_batched_request_still_computing_at_its_deadline_is_504_and_others_are_served() -> None:
+    # A batched ONNX model answers by the deadline through its batcher (no server timer):
+    # the client gets its 504 while the batch is still running.
+    runner = _HeldRunner()
+    model = Model(replace(fake_metadata("held"), batched=True, max_batch_size=4), ModelConfig(), runner=runner)
+    with _client(_StartsModels(models={"held": model}), scoring_timeout_ms=100) as c:  # type: ignore[dict-item]
+        assert model.enforces_deadline
+        r = c.post("/v2/models/held/infer", json=v2_body([1, 2, 3], [1, 3]))
+        assert "deadline passed while computing" in assert_json_error(r, 504)
+        runner.held = False
+        r = c.post("/v2/models/held/infer", json=v2_body([4, 5, 6], [1, 3]))
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == [8.0, 10.0, 12.0]
 
 
 def test_not_ready_model_is_503(fake: FakeRepository) -> None:
