@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from scoring import (
     EntryScriptResponse,
     InferRequest,
+    InferResult,
     InvalidInput,
     ModelNotReady,
     ModelStatus,
@@ -182,7 +183,7 @@ async def _scored(server: ServerState, info: RequestInfo, awaitable: Awaitable[T
     """Await scoring within the request's --scoring-timeout-ms (counted from arrival).
 
     For models whose batcher answers by the deadline itself (``model.enforces_deadline``)
-    the endpoints skip this: a timer per request costs more than the batcher's one timer.
+    ``_infer_by_deadline`` skips this: a timer per request costs more than the batcher's one.
 
     What ``asyncio.timeout`` does, with one timer handle and no context object: half its
     cost per request. The cancellation count is checked as ``asyncio.timeout`` checks it,
@@ -211,6 +212,15 @@ async def _scored(server: ServerState, info: RequestInfo, awaitable: Awaitable[T
         raise
     finally:
         timer.cancel()
+
+
+def _infer_by_deadline(
+    server: ServerState, info: RequestInfo, model: Any, request: InferRequest
+) -> Awaitable[InferResult]:
+    """``model.infer(request)``, answered by the request's deadline: by the model's batcher
+    when it enforces deadlines itself, else under ``_scored``'s timer."""
+    scoring = model.infer(request)
+    return scoring if model.enforces_deadline else _scored(server, info, scoring)
 
 
 def _deadline(server: ServerState, info: RequestInfo) -> float:
@@ -335,8 +345,8 @@ async def infer(request: Request) -> Response:
     decoded = codec.decode_infer_request(body, header_length)
 
     started_ns = time.time_ns() if info.span is not None else 0  # for the span's phases
-    scoring = model.infer(InferRequest(decoded.inputs, decoded.outputs, _deadline(server, info), info.request_id))
-    result = await (scoring if model.enforces_deadline else _scored(server, info, scoring))
+    scoring_request = InferRequest(decoded.inputs, decoded.outputs, _deadline(server, info), info.request_id)
+    result = await _infer_by_deadline(server, info, model, scoring_request)
     server.metrics.observe_result(name, version, result)
     if info.span is not None:
         server.tracing.record_phases(info.span, started_ns, result.queue_s, result.compute_s)
@@ -485,8 +495,8 @@ async def score(request: Request) -> Response:
     started = time.perf_counter()
     started_ns = time.time_ns()
     try:
-        scoring = model.infer(InferRequest(inputs, None, _deadline(server, info), info.request_id))
-        result = await (scoring if model.enforces_deadline else _scored(server, info, scoring))
+        scoring_request = InferRequest(inputs, None, _deadline(server, info), info.request_id)
+        result = await _infer_by_deadline(server, info, model, scoring_request)
     finally:
         info.exec_ms = (time.perf_counter() - started) * 1000.0
     server.metrics.observe_result(name, info.version, result)
