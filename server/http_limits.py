@@ -30,7 +30,15 @@ def _response(status: int, reason: str, message: str) -> bytes:
 
 
 class HeadLimits(HttpToolsProtocol):
-    """The limits, layered over an ``HttpToolsProtocol`` subclass by ``with_head_limits``."""
+    """The limits, layered over an ``HttpToolsProtocol`` subclass by ``with_head_limits``.
+
+    One timer per connection, not one per request: a request's first byte records when its
+    head started, and arms the timer only when none is armed. When the timer fires it
+    answers 408 if the head pending now started ``head_timeout_s`` ago, re-arms for the
+    rest of the time if a later head is pending, and otherwise lapses. A keep-alive
+    connection thus costs a clock read per request instead of arming and cancelling a
+    timer (about 3% of the server's time per one-row request, py-spy).
+    """
 
     head_timeout_s: float = DEFAULT_HEAD_TIMEOUT_S
     max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
@@ -40,33 +48,25 @@ class HeadLimits(HttpToolsProtocol):
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        self._arm_head_timer()
-
-    def _arm_head_timer(self) -> None:
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
-
-    def _disarm_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        self._head_started = self.loop.time()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timer_fired)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._head_pending = True
         self._head_bytes = 0
-        self._arm_head_timer()
+        self._head_started = self.loop.time()
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timer_fired)
 
     def on_headers_complete(self) -> None:
-        self._head_pending = False
-        self._disarm_head_timer()
+        self._head_pending = False  # an armed timer finds nothing due and lapses
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # Idle until the next request's first byte: uvicorn's keep-alive timeout applies.
         self._head_pending = False
-        self._disarm_head_timer()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -79,10 +79,20 @@ class HeadLimits(HttpToolsProtocol):
         self._disarm_head_timer()
         super().connection_lost(exc)
 
-    def _head_timed_out(self) -> None:
+    def _head_timer_fired(self) -> None:
         self._head_timer = None
-        if self._head_pending and not self.transport.is_closing():
-            self._reject(408, "Request Timeout", f"request head not received within {self.head_timeout_s:g} s")
+        if not self._head_pending or self.transport.is_closing():
+            return
+        left = self._head_started + self.head_timeout_s - self.loop.time()
+        if left > 0:  # the head of a later request: its own time is not up yet
+            self._head_timer = self.loop.call_later(left, self._head_timer_fired)
+            return
+        self._reject(408, "Request Timeout", f"request head not received within {self.head_timeout_s:g} s")
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
     def _reject(self, status: int, reason: str, message: str) -> None:
         self._disarm_head_timer()

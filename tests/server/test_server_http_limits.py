@@ -57,23 +57,53 @@ def test_idle_and_partial_heads_time_out_with_408() -> None:
             assert protocol._head_timer is not None  # armed at connection_made
             if data:
                 protocol.data_received(data)
-            protocol._head_timer.cancel()
-            protocol._head_timed_out()
+            _fire_after(protocol, 5.0)
             assert transport.closed and b"".join(transport.writes).startswith(b"HTTP/1.1 408 ")
             protocol.connection_lost(None)
 
     asyncio.run(scenario())
 
 
-def test_complete_head_disarms_the_timer_and_is_served() -> None:
+def _fire_after(protocol: Any, seconds: float) -> None:
+    """Fire the armed head timer as if ``seconds`` had passed since the pending head began."""
+    assert protocol._head_timer is not None
+    protocol._head_timer.cancel()
+    protocol._head_started -= seconds
+    protocol._head_timer_fired()
+
+
+async def _served(protocol: Any, transport: RecordingTransport, count: int) -> None:
+    for _ in range(10):  # let the ASGI cycle run
+        await asyncio.sleep(0)
+    assert b"".join(transport.writes).count(b"HTTP/1.1 200 ") == count
+
+
+def test_a_complete_head_is_served_and_the_timer_then_lapses() -> None:
     async def scenario() -> None:
         protocol, transport = _protocol()
         protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert protocol._head_timer is None
-        for _ in range(10):  # let the ASGI cycle run
-            await asyncio.sleep(0)
-        assert b"".join(transport.writes).startswith(b"HTTP/1.1 200 ")
-        assert protocol._head_timer is None  # idle keep-alive: uvicorn's timeout, not ours
+        await _served(protocol, transport, 1)
+        _fire_after(protocol, 5.0)  # idle keep-alive: uvicorn's timeout, not ours
+        assert not transport.closed and protocol._head_timer is None
+        protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_one_timer_serves_a_keep_alive_connection_and_each_head_gets_its_full_time() -> None:
+    async def scenario() -> None:
+        protocol, transport = _protocol()
+        timer = protocol._head_timer
+        for n in range(1, 4):
+            protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            await _served(protocol, transport, n)
+        assert protocol._head_timer is timer  # armed once, not per request
+        protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a head begins now
+        _fire_after(protocol, 4.0)  # the timer was due, this head has 1 s left: re-armed
+        assert not transport.closed and protocol._head_timer is not None
+        _fire_after(protocol, 1.0)
+        assert transport.closed and b"".join(transport.writes).endswith(b"within 5 s\"}")
+        assert b"HTTP/1.1 408 " in b"".join(transport.writes)
         protocol.connection_lost(None)
 
     asyncio.run(scenario())
