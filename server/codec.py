@@ -156,16 +156,19 @@ _MAX_ELEMENTS = 2**40  # per tensor; far past any memory, well inside numpy's in
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or len(value) > _MAX_RANK:
+    if value.__class__ is not list or len(value) > _MAX_RANK:
         raise InvalidInput(f"{where}: must be a list of at most {_MAX_RANK} integers", field=where)
+    # numpy refuses shapes whose non-zero dimensions multiply past its index range even when
+    # another dimension is 0 ([2**62, 0]: a ValueError at reshape, a 500 without this check).
+    elements = 1
     for dim in value:
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+        if dim.__class__ is not int or dim < 0:  # JSON gives exact ints; a bool's class is bool
             raise InvalidInput(
                 f"{where}: dimensions must be non-negative integers, got {value!r}", field=where
             )
-    # numpy refuses shapes whose non-zero dimensions multiply past its index range even when
-    # another dimension is 0 ([2**62, 0]: a ValueError at reshape, a 500 without this check).
-    if math.prod(d for d in value if d) > _MAX_ELEMENTS:
+        if dim:
+            elements *= dim
+    if elements > _MAX_ELEMENTS:
         raise InvalidInput(f"{where}: {value!r} has more than {_MAX_ELEMENTS} elements", field=where)
     return tuple(value)
 
