@@ -493,7 +493,7 @@ async def score(request: Request) -> Response:
         doc = codec.loads(await read_body(request, server.config.max_request_bytes, headers))
     inputs = _score_inputs(doc, md)
     started = time.perf_counter()
-    started_ns = time.time_ns()
+    started_ns = time.time_ns() if info.span is not None else 0  # for the span's phases
     try:
         scoring_request = InferRequest(inputs, None, _deadline(server, info), info.request_id)
         result = await _infer_by_deadline(server, info, model, scoring_request)
