@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
@@ -79,6 +80,19 @@ def cfg(**kw: object) -> BatchingConfig:
     base: dict[str, object] = {"max_batch_size": 4, "max_queue_delay_ms": 10_000_000, "max_queue_size": 64}
     base.update(kw)
     return BatchingConfig(**base)  # type: ignore[arg-type]
+
+
+def gated(
+    clock: Clock | None = None, instance_count: int = 1, label: str = "model", **config: object
+) -> tuple[Batcher, FakeRunner]:
+    """A started Batcher over a FakeRunner whose calls wait at its gate (set it to let them
+    finish); a batch closes as soon as an instance is free (max_queue_delay_ms 0)."""
+    runner = FakeRunner()
+    runner.gate = asyncio.Event()
+    b = Batcher(runner.run, cfg(max_queue_delay_ms=0, **config), instance_count=instance_count, label=label,
+                clock=clock or time.monotonic)  # fmt: skip
+    b.start()
+    return b, runner
 
 
 async def started(b: Batcher, runner: FakeRunner, n: int = 1) -> None:
@@ -175,10 +189,7 @@ def test_requests_of_different_shapes_or_dtypes_never_mix() -> None:
 
 def test_queue_is_bounded_and_overload_is_immediate() -> None:
     async def body() -> None:
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_size=2, max_queue_delay_ms=0))
-        b.start()
+        b, runner = gated(max_batch_size=1, max_queue_size=2)
         first = asyncio.ensure_future(b.submit(rows(1), None, 1))
         await started(b, runner)  # computing, out of the queue
         queued = [asyncio.ensure_future(b.submit(rows(1), None, 1)) for _ in range(2)]
@@ -197,10 +208,7 @@ def test_queue_is_bounded_and_overload_is_immediate() -> None:
 def test_deadline_expired_while_queued_is_not_computed() -> None:
     async def body() -> None:
         clock = Clock()
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0), clock=clock)
-        b.start()
+        b, runner = gated(clock=clock, max_batch_size=1)
         first = asyncio.ensure_future(b.submit(rows(1), None, 1))
         await started(b, runner)
         # Deadline far ahead in real time, then the (fake) clock jumps past it.
@@ -227,10 +235,7 @@ def test_one_expiry_timer_answers_each_queued_deadline_in_turn() -> None:
 
     async def body() -> None:
         clock = Clock()
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0), clock=clock)
-        b.start()
+        b, runner = gated(clock=clock, max_batch_size=1)
         first = asyncio.ensure_future(b.submit(rows(1), None, 1))
         await started(b, runner)
         later = asyncio.ensure_future(b.submit(rows(1, 6), None, 1, deadline=clock.now + 0.02))
@@ -254,10 +259,7 @@ def test_one_expiry_timer_answers_each_queued_deadline_in_turn() -> None:
 def test_a_deadline_passing_while_computing_is_answered_then_and_its_late_result_dropped() -> None:
     async def body() -> None:
         clock = Clock()
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=2, max_queue_delay_ms=0), clock=clock)
-        b.start()
+        b, runner = gated(clock=clock, max_batch_size=2)
         short = asyncio.ensure_future(b.submit(rows(1, 3), None, 1, deadline=clock.now + 0.02))
         long = asyncio.ensure_future(b.submit(rows(1, 4), None, 1, deadline=clock.now + 1000))
         await started(b, runner)  # one batch of both, held at the gate
@@ -276,10 +278,7 @@ def test_a_deadline_passing_while_computing_is_answered_then_and_its_late_result
 def test_queue_timeout() -> None:
     async def body() -> None:
         clock = Clock()
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0, queue_timeout_ms=60_000), clock=clock)
-        b.start()
+        b, runner = gated(clock=clock, max_batch_size=1, queue_timeout_ms=60_000)
         first = asyncio.ensure_future(b.submit(rows(1), None, 1))
         await started(b, runner)
         waiting = asyncio.ensure_future(b.submit(rows(1, 5), None, 1))
@@ -330,10 +329,7 @@ def test_output_rows_must_match_the_batch() -> None:
 def test_instance_count_runs_batches_concurrently() -> None:
     async def body() -> None:
         for instances in (1, 2):
-            runner = FakeRunner()
-            runner.gate = asyncio.Event()
-            b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0), instance_count=instances)
-            b.start()
+            b, runner = gated(instance_count=instances, max_batch_size=1)
             tasks = [asyncio.ensure_future(b.submit(rows(1), None, 1)) for _ in range(3)]
             await started(b, runner, instances)
             for _ in range(3):
@@ -391,10 +387,7 @@ def test_free_instances_share_a_large_queue() -> None:
     # instead of the first instance taking all that fits (60 rows) while the other idles.
     # A few rows are not split: 4 one-row requests still go as one batch.
     async def body() -> None:
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=64, max_queue_delay_ms=0), instance_count=2, label="m")
-        b.start()
+        b, runner = gated(instance_count=2, label="m", max_batch_size=64)
         tasks = [asyncio.ensure_future(b.submit(rows(20, float(i)), None, 20)) for i in range(4)]
         await asyncio.wait_for(started(b, runner), timeout=10)  # a hang guard only
         for _ in range(5):
@@ -427,10 +420,7 @@ def test_requested_outputs_are_picked_per_request() -> None:
 
 def test_cancelled_request_is_not_computed_and_close_drains() -> None:
     async def body() -> None:
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()
-        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0))
-        b.start()
+        b, runner = gated(max_batch_size=1)
         first = asyncio.ensure_future(b.submit(rows(1, 1), None, 1))
         await started(b, runner)
         gone = asyncio.ensure_future(b.submit(rows(1, 9), None, 1))
@@ -462,10 +452,7 @@ def test_merge_and_split() -> None:
 
 def test_close_timeout_answers_everyone() -> None:
     async def body() -> None:
-        runner = FakeRunner()
-        runner.gate = asyncio.Event()  # never set: the batch hangs
-        b = Batcher(runner.run, cfg(max_batch_size=1, max_queue_delay_ms=0))
-        b.start()
+        b, runner = gated(max_batch_size=1)  # its gate is never set: the batch hangs
         computing = asyncio.ensure_future(b.submit(rows(1), None, 1))
         await started(b, runner)
         queued = asyncio.ensure_future(b.submit(rows(1), None, 1))
