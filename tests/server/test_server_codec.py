@@ -65,7 +65,7 @@ def test_float_lists_decode_as_numpy_reads_them(data: list[Any], datatype: str) 
     assert arr.tolist() == expected.tolist()
 
 
-@pytest.mark.parametrize("count", [4, 1024])  # the builtin min/max, then numpy's reductions
+@pytest.mark.parametrize("count", [4, 32, 36, 256, 1024])  # builtin min/max up to 32, then numpy
 @pytest.mark.parametrize(
     ("datatype", "bad"),
     [("FP32", 3.5e38), ("FP32", -3.5e38), ("FP16", 65520.0), ("FP16", -7e4)],
