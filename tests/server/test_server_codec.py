@@ -54,6 +54,9 @@ def test_json_tensors_decode_row_major_flat_or_nested(datatype: str, data: Any, 
         [2**63, -(2**63)],
         [],
         [[], []],
+        # From 32 values on the lists are packed another way (struct); the same values come out.
+        [0.25] * 36 + [1, -2.5, 3e38, True, 2**63, -(2**63)],
+        [[0.5] * 36, [1] * 35 + [False]],
     ],
 )
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])
@@ -106,6 +109,8 @@ def test_float_values_past_the_datatype_range_are_400_at_any_size(
         (_t([True, False], [2], "FP32"), "inputs[0].data", "numbers only"),
         (_t([[1, "2"], [3, 4]], [2, 2], "FP32"), "inputs[0].data", "numbers only"),
         (_t([[1, 2], [3, None]], [2, 2], "FP64"), "inputs[0].data", "numbers only"),
+        (_t([0.5] * 35 + ["1"], [36]), "inputs[0].data", "numbers only"),
+        (_t([[0.5] * 36, [0.5] * 35 + [None]], [2, 36], "FP64"), "inputs[0].data", "numbers only"),
         (_t([[1, 2], [3, [4]]], [2, 2], "FP32"), "inputs[0].data", "same length"),
         (_t([[1, 2], {"a": 1, "b": 2}], [2, 2], "FP32"), "inputs[0].data", None),
         (_t([[1, 2], "ab"], [2, 2], "FP32"), "inputs[0].data", None),
