@@ -8,9 +8,12 @@ Measures, in rows/s:
 
 Usage: python benchmarks/batcher.py [--seconds 1.5] [--rounds 3] [--submitters 64] [--set KEY=JSON ...]
        python benchmarks/batcher.py --loop-cost [--requests 100000]
+       python benchmarks/batcher.py --idle-gaps [--rounds 3] [--seconds 1.5]
   --loop-cost measures only the event loop's CPU per request: ``Model.infer`` on a runner that
   computes nothing, 64 submitters, without and with a per-request deadline (as the server
   sends); process CPU time, so it is steadier than rows/s on a busy machine.
+  --idle-gaps measures ONNX Runtime alone (two threads, batches of 32) with a pause of 0-3 ms
+  after every run, as an instance waits for the event loop to form its next batch.
   --set takes batching/model config overrides for the batched run, e.g.
   --set batching.max_batch_size=64 --set instance_count=2 --set session.intra_op_threads=1
 """
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -71,7 +75,9 @@ class OrtLimit:
             rows += n
         return rows / (time.perf_counter() - start), (time.process_time() - cpu) / rows * 1e6
 
-    def two_threads(self, n: int, seconds: float) -> tuple[float, float]:
+    def two_threads(self, n: int, seconds: float, pause_s: float = 0.0) -> tuple[float, float]:
+        """(rows/s, process CPU microseconds per row); with ``pause_s`` each thread sleeps
+        that long after every run, as an instance idles between batches."""
         counts = [0, 0]
         cpu = time.process_time()
         stop = time.perf_counter() + seconds
@@ -80,6 +86,8 @@ class OrtLimit:
             while time.perf_counter() < stop:
                 self.two.run(None, {"input": self.x[n]})
                 counts[i] += n
+                if pause_s:
+                    time.sleep(pause_s)
 
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
         start = time.perf_counter()
@@ -228,6 +236,23 @@ def config_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def idle_gaps(rounds: int, seconds: float) -> None:
+    """Bare ``session.run`` on batches of 32 from two threads, each pausing 0-3 ms after every
+    run: does ONNX Runtime's own CPU per row depend on how long an instance idled before?"""
+    pauses_ms = (0.0, 0.5, 1.0, 3.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_zoo.write(Path(tmp), ["mlp"])
+        limit = OrtLimit(Path(tmp) / "mlp" / "1" / "model.onnx", ModelConfig())
+        cells: dict[float, list[tuple[float, float]]] = {p: [] for p in pauses_ms}
+        for _ in range(rounds):  # interleaved
+            for p in pauses_ms:
+                cells[p].append(limit.two_threads(32, seconds, p / 1000))
+    print("two threads, batches of 32 rows, a pause after every run (median of rounds):")
+    print("| pause after each run | rows/s | CPU us/row |\n|---:|---:|---:|")
+    for p, runs in cells.items():
+        print(f"| {p:g} ms | {statistics.median(r for r, _ in runs):,.0f} | {statistics.median(c for _, c in runs):.1f} |")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=1.5, help="measuring time per configuration and round")
@@ -238,7 +263,12 @@ def main(argv: list[str]) -> int:
                         help="event loop (the server runs on uvloop)")
     parser.add_argument("--loop-cost", action="store_true", help="event-loop CPU per request only (no-op runner)")
     parser.add_argument("--requests", type=int, default=100_000, help="requests per --loop-cost measurement")
+    parser.add_argument("--idle-gaps", action="store_true",
+                        help="ONNX Runtime's CPU per row when the instances idle between batches")
     args = parser.parse_args(argv)
+    if args.idle_gaps:
+        idle_gaps(args.rounds, args.seconds)
+        return 0
     run = uvloop.run if args.loop == "uvloop" and uvloop else asyncio.run
     if args.loop_cost:
         costs: dict[bool, list[float]] = {False: [], True: []}
