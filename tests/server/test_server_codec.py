@@ -87,6 +87,46 @@ def test_float_values_past_the_datatype_range_are_400_at_any_size(
     assert info.value.field == "inputs[0].data"
 
 
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+@pytest.mark.parametrize("nested", [False, True])
+@pytest.mark.parametrize("leading_bool", [False, True])  # True: the np.asarray path decides
+def test_float_values_decode_as_numpy_casts_them_or_400_where_the_cast_overflows(
+    datatype: str, nested: bool, leading_bool: bool
+) -> None:
+    # Random magnitudes across the type's whole range, its rounding boundaries, denormals and
+    # ints: each value alone must decode exactly as numpy casts it, or be 400 exactly where
+    # that cast gives inf.
+    dtype = codec.DATATYPE_TO_NUMPY[datatype]
+    info = np.finfo(dtype)
+    top = float(info.max)
+    rng = np.random.default_rng(7)
+    values: list[Any] = [float(v) for v in rng.uniform(-1, 1, 200) * 10.0 ** rng.uniform(-50, 40, 200)]
+    values += [top, -top, 3.4028235e38, 3.4028235677973366e38, 3.4028235677973362e38, 65504.0, 65519.99,
+               65520.0, -65520.0, 1e-45, 7e-46, 6e-8, 2e-8, 0.0, -0.0, 1, -7, 2**63, 2**200]  # fmt: skip
+    for value in values:
+        if leading_bool and isinstance(value, int) and abs(value) >= 2**63:
+            continue  # that path reads ints past int64 as non-numbers (another test)
+        row = [True, value] if leading_bool else [0.5, value]
+        data: list[Any] = [row[:1], row[1:]] if nested else row
+        shape = (2, 1) if nested else (2,)
+        with np.errstate(over="ignore"):
+            expected = np.asarray([1.0 if leading_bool else 0.5, value], dtype=np.float64).astype(dtype)
+        if np.isinf(expected[1]):
+            with pytest.raises(InvalidInput, match=f"out of {datatype} range"):
+                codec.array_from_json(data, datatype, shape, "x")
+        else:
+            got = codec.array_from_json(data, datatype, shape, "x").reshape(-1)
+            assert got.dtype == dtype and got.flags.writeable
+            assert got.tobytes() == expected.tobytes(), (datatype, value)
+
+
+def test_float32_bytes_that_look_like_inf_across_two_values_are_not_inf() -> None:
+    # 0.0 then a value whose low bytes are 80 7f: the bytes of +inf straddle the two values.
+    straddler = struct.unpack("f", struct.pack("I", 0x3F807F80))[0]
+    got = codec.array_from_json([0.0, straddler], "FP32", (2,), "x")
+    assert got.tolist() == [0.0, straddler]
+
+
 @pytest.mark.parametrize(
     ("tensor", "field", "words"),
     [
