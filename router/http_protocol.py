@@ -60,6 +60,11 @@ class CoalescingTransport:
         self.flush()
         self._transport.close()
 
+    def is_closing(self) -> bool:
+        # Asked on every response and every read: spelled out, because the __getattr__
+        # fallback below first fails the normal lookup (1.4 us against 0.3 us here).
+        return self._transport.is_closing()
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
 

@@ -40,9 +40,11 @@ def test_head_without_body_is_flushed_on_completion_or_close() -> None:
     t.write(HEAD)
     t.flush()  # the protocol calls this when the response completes (HEAD requests)
     assert real.writes == [HEAD]
+    assert t.is_closing() is False
     t.write(HEAD)
     t.close()
     assert real.writes == [HEAD, HEAD] and real.closed
+    assert t.is_closing() is True  # the real transport's answer
 
 
 def test_100_continue_and_large_bodies_are_not_delayed_or_copied() -> None:
