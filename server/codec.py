@@ -330,19 +330,26 @@ def _float_array(data: list[Any], datatype: str, where: str) -> tuple[np.ndarray
                 if row.__class__ is not list or len(row) != width or (width and row[0].__class__ is bool):
                     return None
             arr = np.empty(len(data) * width, dtype=packed)
-            row_format, step = f"{width}{fmt}", width * arr.itemsize
-            for i, row in enumerate(data):
-                _pack_into(row_format, arr, i * step, *row)
+            if width <= _PACK_CHUNK:
+                row_format, step = f"{width}{fmt}", width * arr.itemsize
+                for i, row in enumerate(data):
+                    _pack_into(row_format, arr, i * step, *row)
+            else:
+                for i, row in enumerate(data):
+                    _pack_chunks(fmt, arr, i * width, row)
             shape: tuple[int, ...] = (len(data), width)
         else:
             if data and data[0].__class__ is bool:
                 return None
             arr = np.empty(len(data), dtype=packed)
-            _pack_into(f"{len(data)}{fmt}", arr, 0, *data)
+            if len(data) <= _PACK_CHUNK:
+                _pack_into(f"{len(data)}{fmt}", arr, 0, *data)
+            else:
+                _pack_chunks(fmt, arr, 0, data)
             shape = (len(data),)
     except (TypeError, OverflowError, struct.error):
         return None
-    if fmt == "f" and _holds_inf32(arr.tobytes()):
+    if fmt == "f" and (_holds_inf32(arr.tobytes()) if arr.size <= _PACK_CHUNK else np.isinf(arr).any()):
         raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
     if datatype == "FP16":
         if arr.size and _max(_abs(arr)) >= _OVERFLOWS_AT["FP16"]:
@@ -353,6 +360,18 @@ def _float_array(data: list[Any], datatype: str, where: str) -> tuple[np.ndarray
 
 # Typed loosely: numpy's stubs do not declare ndarray's buffer protocol, which pack_into uses.
 _pack_into: Callable[..., None] = struct.pack_into
+# pack_into takes the values as arguments, i.e. as a tuple: longer lists go in pieces of this
+# many, so that a huge tensor does not need one more pointer array as long as itself.
+_PACK_CHUNK = 65536
+
+
+def _pack_chunks(fmt: str, arr: np.ndarray, first: int, values: list[Any]) -> None:
+    """Pack ``values`` into ``arr`` from item ``first`` on, ``_PACK_CHUNK`` at a time."""
+    for start in range(0, len(values), _PACK_CHUNK):
+        part = values[start : start + _PACK_CHUNK]
+        _pack_into(f"{len(part)}{fmt}", arr, (first + start) * arr.itemsize, *part)
+
+
 _abs = np.abs
 _max = np.maximum.reduce
 _INF32 = (struct.pack("f", math.inf), struct.pack("f", -math.inf))

@@ -120,6 +120,24 @@ def test_float_values_decode_as_numpy_casts_them_or_400_where_the_cast_overflows
             assert got.tobytes() == expected.tobytes(), (datatype, value)
 
 
+@pytest.mark.parametrize("count", [4, 5, 6, 11])
+@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
+def test_long_float_lists_are_packed_in_pieces_with_the_same_result(
+    monkeypatch: pytest.MonkeyPatch, count: int, datatype: str
+) -> None:
+    monkeypatch.setattr(codec, "_PACK_CHUNK", 5)  # pieces of 5: none, exactly one, two, three
+    flat = [float(v) for v in np.random.default_rng(count).uniform(-100, 100, count)]
+    expected = np.asarray(flat).astype(codec.DATATYPE_TO_NUMPY[datatype])
+    assert codec.array_from_json(flat, datatype, (count,), "x").tobytes() == expected.tobytes()
+    nested = [flat, flat[::-1]]
+    both = np.asarray(nested).astype(codec.DATATYPE_TO_NUMPY[datatype])
+    assert codec.array_from_json(nested, datatype, None, "x").tobytes() == both.tobytes()
+    # A bad last value is found past a piece too: out of range, or (FP64) not a number.
+    bad, words = (1e300, f"out of {datatype} range") if datatype != "FP64" else ("1", "numbers only")
+    with pytest.raises(InvalidInput, match=words):
+        codec.array_from_json([*flat[:-1], bad], datatype, None, "x")
+
+
 def test_float32_bytes_that_look_like_inf_across_two_values_are_not_inf() -> None:
     # 0.0 then a value whose low bytes are 80 7f: the bytes of +inf straddle the two values.
     straddler = struct.unpack("f", struct.pack("I", 0x3F807F80))[0]
