@@ -317,8 +317,7 @@ def _float_array(data: list[Any], datatype: str, where: str) -> tuple[np.ndarray
     for ``array.array`` plus numpy's range check and cast; 2-3x cheaper than ``np.asarray``'s
     type discovery on the 8,192 floats of a 32-row ``mlp`` request). It rounds as numpy's
     cast does, and like ``np.asarray`` it refuses strings and null. A value the cast makes
-    inf is 400 (packed FP32 holds inf, found in its bytes; FP16 is packed as float64, then
-    checked and cast). None is returned for a row that starts with a boolean (an all-boolean
+    inf is 400 (packed FP32 holds inf; FP16 is packed as float64, then checked and cast). None is returned for a row that starts with a boolean (an all-boolean
     tensor stays refused), deeper or ragged nesting, non-numbers and integers past float64.
     """
     fmt = "f" if datatype == "FP32" else "d"  # FP16 via float64: struct's "e" refuses large ints
@@ -349,7 +348,8 @@ def _float_array(data: list[Any], datatype: str, where: str) -> tuple[np.ndarray
             shape = (len(data),)
     except (TypeError, OverflowError, struct.error):
         return None
-    if fmt == "f" and (_holds_inf32(arr.tobytes()) if arr.size <= _PACK_CHUNK else np.isinf(arr).any()):
+    # Packed FP32 holds inf where a value was past its range (JSON itself has no inf).
+    if fmt == "f" and _isinf(arr).any():
         raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
     if datatype == "FP16":
         if arr.size and _max(_abs(arr)) >= _OVERFLOWS_AT["FP16"]:
@@ -374,19 +374,7 @@ def _pack_chunks(fmt: str, arr: np.ndarray, first: int, values: list[Any]) -> No
 
 _abs = np.abs
 _max = np.maximum.reduce
-_INF32 = (struct.pack("f", math.inf), struct.pack("f", -math.inf))
-
-
-def _holds_inf32(raw: bytes) -> bool:
-    """Whether packed float32 values hold an infinity (a JSON number past FP32's range:
-    JSON itself has none). A match must start on a value's boundary."""
-    for pattern in _INF32:
-        at = raw.find(pattern)
-        while at >= 0:
-            if at % 4 == 0:
-                return True
-            at = raw.find(pattern, at + 1)
-    return False
+_isinf = np.isinf
 
 
 def _exact_ints(data: list[Any], datatype: str, where: str) -> np.ndarray:

@@ -145,6 +145,14 @@ def test_float32_bytes_that_look_like_inf_across_two_values_are_not_inf() -> Non
     assert got.tolist() == [0.0, straddler]
 
 
+def test_float32_overflow_both_ways_in_one_tensor_is_400() -> None:
+    # +inf and -inf together (their sum is nan), and the largest finite values summed.
+    with pytest.raises(InvalidInput, match="out of FP32 range"):
+        codec.array_from_json([3.5e38, -3.5e38], "FP32", (2,), "x")
+    top = float(np.finfo(np.float32).max)
+    assert codec.array_from_json([top] * 4, "FP32", (4,), "x").tolist() == [top] * 4
+
+
 @pytest.mark.parametrize(
     ("tensor", "field", "words"),
     [
