@@ -4,13 +4,14 @@
                                   [--model tiny|identity]
 
 Builds the ``tiny`` model (4 values per request; ``--model identity``: the null model on
-256 values, the shape of a one-row ``mlp`` request without its compute), starts ``server.app.build_app`` through its lifespan, and drives
-it with ``--concurrency`` concurrent 1-row v2 JSON requests through a fake ``receive`` /
-``send`` (no sockets, no uvicorn); then does the same with the null reference of
-``benchmarks/peers/null_app.py`` (a bare Starlette app that reads the body and answers a
-fixed JSON). Prints process CPU microseconds per request for each, best and all rounds. CPU time, not
-wall clock, so that it is steadier on a shared machine; compare two trees by running it in
-each, alternating. Bounded by --requests x --rounds.
+256 values, the shape of a one-row ``mlp`` request without its compute), starts
+``server.app.build_app`` through its lifespan, and drives it with ``--concurrency``
+concurrent 1-row v2 JSON requests through a fake ``receive`` / ``send`` (no sockets, no
+uvicorn); then does the same with the null reference of ``benchmarks/peers/null_app.py`` (a
+bare Starlette app that reads the body and answers a fixed JSON). Prints process CPU
+microseconds per request for each, best and all rounds. CPU time, not wall clock, so that
+it is steadier on a shared machine; compare two trees by running it in each, alternating.
+Bounded by --requests x --rounds.
 
 Instructions per request, which this machine's noise does not move (valgrind from Debian's
 packages; each run makes 2 x --requests requests, a warm-up and the measured ones):
