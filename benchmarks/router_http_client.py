@@ -84,10 +84,7 @@ async def _client(name: str, url: str, conc: int) -> tuple[Callable[[], Awaitabl
             await r.content()
             assert r.status_code == 200
 
-        async def close() -> None:
-            pass
-
-        return one, close
+        return one, sonic.aclose
     if name == "curl_cffi":
         from curl_cffi.requests import AsyncSession  # type: ignore[import-not-found]
 
@@ -109,7 +106,7 @@ async def _client(name: str, url: str, conc: int) -> tuple[Callable[[], Awaitabl
             assert r.status == 200
 
         async def close() -> None:
-            pass
+            await rq.close()
 
         return one, close
     return _raw_client(url)
