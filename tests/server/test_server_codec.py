@@ -68,7 +68,8 @@ def test_float_lists_decode_as_numpy_reads_them(data: list[Any], datatype: str) 
     assert arr.tolist() == expected.tolist()
 
 
-@pytest.mark.parametrize("count", [4, 32, 36, 256, 1024])  # builtin min/max up to 32, then numpy
+# FP32: "=" packing up to codec._STRICT_MAX values (1024), native packing and np.isinf past it.
+@pytest.mark.parametrize("count", [4, 32, 36, 256, 1024, 1028])
 @pytest.mark.parametrize(
     ("datatype", "bad"),
     [("FP32", 3.5e38), ("FP32", -3.5e38), ("FP16", 65520.0), ("FP16", -7e4)],
@@ -90,12 +91,14 @@ def test_float_values_past_the_datatype_range_are_400_at_any_size(
 @pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
 @pytest.mark.parametrize("nested", [False, True])
 @pytest.mark.parametrize("leading_bool", [False, True])  # True: the np.asarray path decides
+@pytest.mark.parametrize("strict_max", [1024, 0])  # FP32: "=" packing, or native and np.isinf
 def test_float_values_decode_as_numpy_casts_them_or_400_where_the_cast_overflows(
-    datatype: str, nested: bool, leading_bool: bool
+    monkeypatch: pytest.MonkeyPatch, datatype: str, nested: bool, leading_bool: bool, strict_max: int
 ) -> None:
     # Random magnitudes across the type's whole range, its rounding boundaries, denormals and
     # ints: each value alone must decode exactly as numpy casts it, or be 400 exactly where
     # that cast gives inf.
+    monkeypatch.setattr(codec, "_STRICT_MAX", strict_max)
     dtype = codec.DATATYPE_TO_NUMPY[datatype]
     info = np.finfo(dtype)
     top = float(info.max)
