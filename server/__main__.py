@@ -116,6 +116,10 @@ def serve(
     signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
 ) -> int:
     """Run one server process on ``sock`` until it has drained; the exit code."""
+    # An instance thread whose run has returned needs the GIL to hand its results back (and
+    # to take its next batch); the loop holds it nearly all the time under load, and would
+    # keep it for up to Python's 5 ms before a switch is forced.
+    sys.setswitchinterval(config.gil_switch_interval_ms / 1000.0)
     lifecycle = Lifecycle()
     app = build_app(config, lifecycle=lifecycle)
     uv_config = uvicorn.Config(

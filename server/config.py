@@ -46,6 +46,9 @@ class ServerConfig:
     executor_threads: int | None = None  # entry-script and model-load thread pool size
     log_level: LogLevel = "info"
     access_log: bool = False  # one JSON log line per request (costs throughput)
+    # How long the event loop may hold the GIL while an instance thread waits for it
+    # (sys.setswitchinterval; Python's default is 5 ms). See docs/server.md.
+    gil_switch_interval_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if (self.model_repository is None) == (self.entry_script is None):
@@ -65,6 +68,7 @@ class ServerConfig:
         _check_range("request_head_timeout_s", self.request_head_timeout_s, 0.001, 3600)
         if self.executor_threads is not None:
             _check_range("executor_threads", self.executor_threads, 1, 1024)
+        _check_range("gil_switch_interval_ms", self.gil_switch_interval_ms, 0.01, 1000)
         if self.log_level not in get_args(LogLevel):
             raise ConfigError(_name("log_level"), f"must be one of {get_args(LogLevel)}", self.log_level)
 
@@ -162,6 +166,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("executor_threads", _int, "an integer", "thread pool size for entry scripts and loads"),
     Option("log_level", _str, "debug|info|warning|error", "log level (default info)"),
     Option("access_log", _bool, "true|false", "log every request as JSON (default false)"),
+    Option("gil_switch_interval_ms", _float, "a number", "longest GIL hold while another thread waits (default 0.5)"),
 )
 _BY_FIELD = {option.field: option for option in OPTIONS}
 

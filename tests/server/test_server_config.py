@@ -44,6 +44,8 @@ def test_every_option_has_a_flag_and_a_variable() -> None:
         (["--drain-delay-s", "nan"], {}, "--drain-delay-s"),
         (["--access-log", "maybe"], {}, "--access-log"),
         (["--log-level", "loud"], {}, "--log-level"),
+        (["--gil-switch-interval-ms", "0"], {}, "--gil-switch-interval-ms (INFERGATE_GIL_SWITCH_INTERVAL_MS)"),
+        ([], {"INFERGATE_GIL_SWITCH_INTERVAL_MS": "fast"}, "INFERGATE_GIL_SWITCH_INTERVAL_MS"),
         (["--frobnicate", "1"], {}, "unrecognized arguments: --frobnicate"),
     ],
 )
@@ -79,3 +81,25 @@ def test_bad_scoring_config_file_names_flag_file_and_field(tmp_path: Path) -> No
         scoring_config(config)
     bad.write_text("executor_threads: 3\n")
     assert scoring_config(config).executor_threads == 3
+
+
+def test_the_server_process_runs_with_the_configured_gil_switch_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import sys
+
+    from server import __main__ as server_main
+
+    seen: list[float] = []
+    monkeypatch.setattr(server_main.DrainingServer, "run", lambda self, sockets: seen.append(sys.getswitchinterval()))
+    before = sys.getswitchinterval()
+    try:
+        for ms in (0.5, 2.0):
+            config = load_config(["--model-repository", str(tmp_path), "--gil-switch-interval-ms", str(ms)], environ={})
+            with socket.socket() as sock:
+                server_main.serve(config, sock)
+        assert load_config(["--model-repository", str(tmp_path)], environ={}).gil_switch_interval_ms == 0.5
+    finally:
+        sys.setswitchinterval(before)
+    assert seen == pytest.approx([0.0005, 0.002])
