@@ -3,20 +3,22 @@ alternates between them, and each round's ratio (after / before) is printed.
 
     git worktree add --detach /tmp/before HEAD~1
     python benchmarks/ab_trees.py --before /tmp/before [--rounds 3] [--cells v2-binary:32:64,v2-json:1:8]
-        [--model mlp|identity]
+        [--model mlp|identity] [--before-flags "..."] [--after-flags "..."]
 
 A cell is protocol:rows:concurrency on ``--model`` (``mlp``, or ``identity``, the null
 model where the server's own cost per request is all there is; no config, so each tree's
 defaults apply). The trees run one after the other, in alternating order per round, so a
 neighbour's burst of load hits both alike; the per-round ratios and their median are the
 result (absolute figures drift on shared machines). The server's CPU per request comes
-from /proc over each run.
+from /proc over each run. To compare two settings of one tree, pass the same tree twice
+with different flags: ``--before . --before-flags "--gil-switch-interval-ms 5"``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--duration-s", type=int, default=3)
     parser.add_argument("--cells", default=DEFAULT_CELLS)
     parser.add_argument("--model", choices=("mlp", "identity"), default="mlp")
+    parser.add_argument("--before-flags", default="", help="added to the baseline's `infergate serve` command line")
+    parser.add_argument("--after-flags", default="", help="added to the compared server's command line")
     args = parser.parse_args(argv)
     cells = [(p, int(r), int(c)) for p, r, c in (cell.split(":") for cell in args.cells.split(","))]
     wrk = ensure_wrk()
@@ -54,8 +58,10 @@ def main(argv: list[str]) -> int:
         workdir = Path(tmp)
         model_zoo.write(workdir / "models", [args.model])
         servers = {
-            "before": start_server(workdir / "models", workdir / "before.log", args.before.resolve()),
-            "after": start_server(workdir / "models", workdir / "after.log", args.after.resolve()),
+            "before": start_server(workdir / "models", workdir / "before.log", args.before.resolve(),
+                                   shlex.split(args.before_flags)),
+            "after": start_server(workdir / "models", workdir / "after.log", args.after.resolve(),
+                                  shlex.split(args.after_flags)),
         }
         try:
             for rnd in range(args.rounds):

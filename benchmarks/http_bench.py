@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,13 +61,15 @@ def write_repository(root: Path) -> None:
     (root / "mlp_nobatch" / "config.yaml").write_text("batching: {enabled: false}\n")
 
 
-def start_server(root: Path, log: Path, tree: Path = ROOT) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    root: Path, log: Path, tree: Path = ROOT, flags: Sequence[str] = ()
+) -> tuple[subprocess.Popen[bytes], int]:
     """``infergate serve`` from the source ``tree`` on a free port (read back from its
-    "listening" log line)."""
+    "listening" log line), with ``flags`` added to its command line."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "serve", "--model-repository", str(root),
-             "--port", "0", "--drain-delay-s", "0"],
+             "--port", "0", "--drain-delay-s", "0", *flags],
             cwd=tree, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     deadline = time.monotonic() + 120
