@@ -1,8 +1,12 @@
-"""OrtRunner: session metadata, and ONNX Runtime errors translated at the boundary."""
+"""OrtRunner: session metadata, ONNX Runtime errors translated at the boundary, and runs on
+its instance threads."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -60,3 +64,90 @@ def test_unloadable_file_is_model_load_error(tmp_path: Path) -> None:
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(ModelLoadError, match="model.onnx: ONNX Runtime cannot load it"):
         OrtRunner.load(bad, ModelConfig(device="cpu"), "bad")
+
+
+def _gated_runner(tmp_path: Path, instances: int) -> tuple[OrtRunner, list[str], threading.Event, threading.Semaphore]:
+    """A tiny-model runner whose runs record their thread and wait for ``gate``."""
+    (path,) = model_zoo.write(tmp_path, ["tiny"])
+    runner = OrtRunner.load(path, ModelConfig(device="cpu", instance_count=instances), "model 'tiny' version 1")
+    threads: list[str] = []
+    gate = threading.Event()
+    entered = threading.Semaphore(0)
+    real = runner.run_sync
+
+    def gated(inputs: dict[str, np.ndarray], names: Any) -> dict[str, np.ndarray]:
+        threads.append(threading.current_thread().name)
+        entered.release()
+        assert gate.wait(10)
+        return real(inputs, names)
+
+    runner.run_sync = gated  # type: ignore[method-assign, assignment]
+    return runner, threads, gate, entered
+
+
+def test_runs_compute_on_instance_threads_at_most_instance_count_at_once(tmp_path: Path) -> None:
+    runner, threads, gate, entered = _gated_runner(tmp_path, instances=2)
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    async def body() -> None:
+        calls = [asyncio.ensure_future(runner.run(x, None)) for _ in range(3)]
+        for _ in range(2):
+            assert await asyncio.to_thread(entered.acquire, True, 10)
+        await asyncio.sleep(0.05)
+        assert len(threads) == 2  # the third waits in the queue for a free instance
+        gate.set()
+        results = await asyncio.gather(*calls)
+        assert [sorted(r) for r in results] == [["y"]] * 3
+        np.testing.assert_allclose(results[0]["y"], OrtRunner.run_sync(runner, x, None)["y"])
+
+    asyncio.run(body())
+    runner.close()
+    assert set(threads) <= {"infergate-tiny-1_0", "infergate-tiny-1_1"} and len(threads) == 3
+
+
+def test_run_errors_reach_the_caller(tmp_path: Path) -> None:
+    (path,) = model_zoo.write(tmp_path, ["tiny"])
+    runner = OrtRunner.load(path, ModelConfig(device="cpu"), "tiny")
+
+    async def body() -> None:
+        with pytest.raises(InvalidInput, match="does not fit the model"):
+            await runner.run({"x": np.ones((1, 4), np.float64)}, None)
+        assert (await runner.run({"x": np.ones((1, 4), np.float32)}, None))["y"].shape == (1, 4)
+
+    asyncio.run(body())
+    runner.close()
+
+
+def test_close_cancels_queued_runs_and_lets_the_running_one_finish(tmp_path: Path) -> None:
+    runner, threads, gate, entered = _gated_runner(tmp_path, instances=1)
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    async def body() -> None:
+        running = asyncio.ensure_future(runner.run(x, None))
+        assert await asyncio.to_thread(entered.acquire, True, 10)
+        queued = asyncio.ensure_future(runner.run(x, None))
+        await asyncio.sleep(0.01)
+        runner.close()
+        gate.set()
+        assert (await running)["y"].shape == (1, 4)
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+
+    asyncio.run(body())
+    assert len(threads) == 1  # the queued run was never computed
+
+
+def test_a_caller_that_gives_up_does_not_break_the_instance(tmp_path: Path) -> None:
+    runner, threads, gate, entered = _gated_runner(tmp_path, instances=1)
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    async def body() -> None:
+        abandoned = asyncio.ensure_future(runner.run(x, None))
+        assert await asyncio.to_thread(entered.acquire, True, 10)
+        abandoned.cancel()
+        gate.set()
+        assert (await runner.run(x, None))["y"].shape == (1, 4)  # its result was dropped quietly
+        assert abandoned.cancelled()
+
+    asyncio.run(body())
+    runner.close()
