@@ -265,20 +265,14 @@ def array_from_json(
         floats = _float_array(data, datatype, where)
         if floats is not None:
             arr, rows_shape = floats
-            if shape is not None and arr.size != math.prod(shape):
-                raise InvalidInput(
-                    f"{where}: shape {list(shape)} needs {math.prod(shape)} values, got {arr.size}", field=where
-                )
+            _check_count(shape, arr.size, where)
             return arr.reshape(shape if shape is not None else rows_shape)
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"{where}: nested lists must all have the same length", field=where) from None
     count = arr.size
-    if shape is not None and count != math.prod(shape):
-        raise InvalidInput(
-            f"{where}: shape {list(shape)} needs {math.prod(shape)} values, got {count}", field=where
-        )
+    _check_count(shape, count, where)
     dtype = DATATYPE_TO_NUMPY[datatype]
     kind = arr.dtype.kind
     if count:
@@ -305,6 +299,12 @@ def array_from_json(
                 raise InvalidInput(f"{where}: values out of {datatype} range", field=where)
     arr = arr.astype(dtype, copy=False)
     return arr.reshape(shape) if shape is not None else arr
+
+
+def _check_count(shape: tuple[int, ...] | None, count: int, where: str) -> None:
+    """400 unless ``count`` values fill ``shape`` (None: the nesting gives the shape)."""
+    if shape is not None and count != math.prod(shape):
+        raise InvalidInput(f"{where}: shape {list(shape)} needs {math.prod(shape)} values, got {count}", field=where)
 
 
 def _float_array(data: list[Any], datatype: str, where: str) -> tuple[np.ndarray, tuple[int, ...]] | None:
@@ -445,11 +445,7 @@ def _bytes_from_json(data: list[Any], shape: tuple[int, ...] | None, where: str)
             raise InvalidInput(f"{where}: nested lists must all have the same length", field=where)
     else:
         flat = _flatten(data, where)
-        if len(flat) != math.prod(shape):
-            raise InvalidInput(
-                f"{where}: shape {list(shape)} needs {math.prod(shape)} values, got {len(flat)}",
-                field=where,
-            )
+        _check_count(shape, len(flat), where)
     out = np.empty(len(flat), dtype=object)
     for i, value in enumerate(flat):
         if not isinstance(value, str):
