@@ -85,6 +85,13 @@ def _gated_runner(tmp_path: Path, instances: int) -> tuple[OrtRunner, list[str],
     return runner, threads, gate, entered
 
 
+async def _computing(runner: OrtRunner, x: dict[str, np.ndarray], entered: threading.Semaphore) -> asyncio.Future[Any]:
+    """A run of ``x``, once an instance thread has started computing it."""
+    run = asyncio.ensure_future(runner.run(x, None))
+    assert await asyncio.to_thread(entered.acquire, True, 10)
+    return run
+
+
 def test_runs_compute_on_instance_threads_at_most_instance_count_at_once(tmp_path: Path) -> None:
     runner, threads, gate, entered = _gated_runner(tmp_path, instances=2)
     x = {"x": np.ones((1, 4), np.float32)}
@@ -123,8 +130,7 @@ def test_close_cancels_queued_runs_and_lets_the_running_one_finish(tmp_path: Pat
     x = {"x": np.ones((1, 4), np.float32)}
 
     async def body() -> None:
-        running = asyncio.ensure_future(runner.run(x, None))
-        assert await asyncio.to_thread(entered.acquire, True, 10)
+        running = await _computing(runner, x, entered)
         queued = asyncio.ensure_future(runner.run(x, None))
         await asyncio.sleep(0.01)
         runner.close()
@@ -142,8 +148,7 @@ def test_a_caller_that_gives_up_does_not_break_the_instance(tmp_path: Path) -> N
     x = {"x": np.ones((1, 4), np.float32)}
 
     async def body() -> None:
-        abandoned = asyncio.ensure_future(runner.run(x, None))
-        assert await asyncio.to_thread(entered.acquire, True, 10)
+        abandoned = await _computing(runner, x, entered)
         abandoned.cancel()
         gate.set()
         assert (await runner.run(x, None))["y"].shape == (1, 4)  # its result was dropped quietly
