@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Literal
 
 from benchmarks.payloads import ModelInfo, Protocol
-from benchmarks.peers import azureml, kserve, mlserver, null_app, pytriton
+from benchmarks.peers import azureml, floor_app, kserve, mlserver, null_app, pytriton
 from benchmarks.peers.venv import ensure_venv, package_version
 from benchmarks.procs import Launch, free_port, http_get, running, running_all
 
-Kind = Literal["null", "infergate", "router", "azureml", "mlserver", "pytriton", "kserve"]
+Kind = Literal["null", "floor", "floor-inline", "infergate", "router", "azureml", "mlserver", "pytriton", "kserve"]
 
 #: Same micro-batching policy for every server that batches, so none is tuned better. 256
 #: rows is what infergate picks by itself for mlp's 1 KiB rows (``batching.max_batch_size``
@@ -45,7 +45,9 @@ class Setup:
 
     @property
     def group(self) -> str:
-        return {"null": "reference", "infergate": "infergate", "router": "infergate"}.get(self.kind, "peer")
+        if self.kind in ("null", "floor", "floor-inline"):
+            return "reference"
+        return {"infergate": "infergate", "router": "infergate"}.get(self.kind, "peer")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ def default_setups(quick: bool) -> list[Setup]:
         Setup("infergate-router", "router", ("v2-json",) if quick else ("v2-json", "score"), batching=True),
     ]
     if not quick:
+        # What the least v2 handler costs on the same stack (benchmarks/peers/floor_app.py).
+        setups[1:1] = [
+            Setup("floor-starlette", "floor", ("v2-json",)),
+            Setup("floor-inline", "floor-inline", ("v2-json",)),
+        ]
         setups.append(Setup("infergate-w2", "infergate", ("v2-json", "v2-binary"), batching=True, workers=2))
         setups.append(Setup("azureml-w1", "azureml", ("score",), workers=1))
     setups += [
@@ -189,6 +196,16 @@ def serve(setup: Setup, model: ModelInfo, workdir: Path, log_dir: Path) -> Itera
         with running(launch, log_dir):
             yield Served({p: f"http://127.0.0.1:{port}/infer" for p in setup.protocols},
                          checks_outputs=False, commands=(" ".join(launch.argv),))
+        return
+    if setup.kind in ("floor", "floor-inline"):
+        port = free_port()
+        inline = setup.kind == "floor-inline"
+        launch = floor_app.launch(workdir, port, model.path if inline else None)
+        with running(launch, log_dir):
+            # floor-inline answers the model's outputs, checked like a server's; floor-starlette
+            # echoes the inputs, so only its status is.
+            yield Served({p: f"http://127.0.0.1:{port}/infer" for p in setup.protocols},
+                         checks_outputs=inline, commands=(" ".join(launch.argv),))
         return
     if setup.kind == "infergate":
         repo = write_repository(workdir / "repository", model, setup.batching)

@@ -10,8 +10,8 @@ def test_full_run_covers_every_server_and_concurrency() -> None:
     plan = make_plan(quick=False)
     assert plan.concurrency == (1, 8, 32, 64, 128)
     names = {s.name for s in plan.setups}
-    assert {"null-starlette", "infergate", "infergate-nobatch", "infergate-router", "infergate-w2",
-            "azureml-w1", "azureml-w2", "mlserver", "pytriton", "kserve"} <= names
+    assert {"null-starlette", "floor-starlette", "floor-inline", "infergate", "infergate-nobatch",
+            "infergate-router", "infergate-w2", "azureml-w1", "azureml-w2", "mlserver", "pytriton", "kserve"} <= names
     infergate = next(s for s in plan.setups if s.name == "infergate")
     assert infergate.protocols == ("v2-json", "v2-binary", "score")
     assert rows_for(infergate, "mlp", quick=False) == (1, 32)
@@ -40,7 +40,7 @@ def test_each_setup_is_grouped_as_ours_peer_or_reference() -> None:
     for setup in default_setups(quick=False):
         if setup.kind in ("infergate", "router"):
             assert setup.group == "infergate"
-        elif setup.kind == "null":
+        elif setup.kind in ("null", "floor", "floor-inline"):
             assert setup.group == "reference"
         else:
             assert setup.group == "peer"

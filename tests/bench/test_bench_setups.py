@@ -6,13 +6,16 @@ Peers are not started here: they install into their own venvs on first use (make
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import payloads
+from benchmarks.procs import http_post
 from benchmarks.run import reference_outputs, verify
 from benchmarks.setups import Setup, serve
 
@@ -64,6 +67,29 @@ def test_null_reference_answers_200(tiny: payloads.ModelInfo, tmp_path: Path) ->
         assert not served.checks_outputs
         request = payloads.build_request("v2-json", tiny, payloads.make_inputs(tiny, 1))
         verify(served.urls["v2-json"], "v2-json", request, (), tiny, None)
+
+
+def test_floor_reference_reads_the_tensors_and_echoes_them(tiny: payloads.ModelInfo, tmp_path: Path) -> None:
+    setup = Setup("floor-starlette", "floor", ("v2-json",))
+    with serve(setup, tiny, tmp_path / "work", tmp_path / "logs") as served:
+        assert not served.checks_outputs  # it answers its inputs, not the model's outputs
+        inputs = payloads.make_inputs(tiny, 3)
+        status, _, body = http_post(served.urls["v2-json"], payloads.build_request("v2-json", tiny, inputs).body,
+                                    (("Content-Type", "application/json"),))
+        assert status == 200
+        (echo,) = json.loads(body)["outputs"]
+        (name, sent), = inputs.items()
+        assert (echo["name"], echo["datatype"], echo["shape"]) == (name, "FP32", [3, 4])
+        np.testing.assert_array_equal(np.asarray(echo["data"], np.float32).reshape(3, 4), sent)
+
+
+def test_floor_inline_reference_answers_the_models_outputs(tiny: payloads.ModelInfo, tmp_path: Path) -> None:
+    setup = Setup("floor-inline", "floor-inline", ("v2-json",))
+    with serve(setup, tiny, tmp_path / "work", tmp_path / "logs") as served:
+        assert served.checks_outputs
+        inputs = payloads.make_inputs(tiny, 2)
+        verify(served.urls["v2-json"], "v2-json", payloads.build_request("v2-json", tiny, inputs), (), tiny,
+               reference_outputs(tiny, inputs))
 
 
 def test_a_server_answering_2xx_with_wrong_outputs_is_not_measured(tiny: payloads.ModelInfo, tmp_path: Path) -> None:
