@@ -134,6 +134,8 @@ def measure_setup(setup: Setup, models: dict[str, ModelInfo], plan: Plan, workdi
     """Start ``setup`` once per model, verify each protocol, then load it at each concurrency."""
     out: list[Measurement] = []
     for model in models.values():
+        if setup.models and model.name not in setup.models:
+            continue
         rows_list = rows_for(setup, model.name, plan.quick)
 
         print(f"== {setup.name} / {model.name}: starting", flush=True)

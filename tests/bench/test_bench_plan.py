@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from benchmarks.run import make_plan, protocols_for, rows_for
-from benchmarks.setups import default_setups
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks import payloads
+from benchmarks.run import make_plan, measure_setup, protocols_for, rows_for
+from benchmarks.setups import Setup, default_setups
 
 
 def test_full_run_covers_every_server_and_concurrency() -> None:
@@ -16,6 +21,8 @@ def test_full_run_covers_every_server_and_concurrency() -> None:
     assert infergate.protocols == ("v2-json", "v2-binary", "score")
     assert rows_for(infergate, "mlp", quick=False) == (1, 32)
     assert rows_for(infergate, "tiny", quick=False) == (1,)
+    floor = next(s for s in plan.setups if s.name == "floor-starlette")
+    assert floor.models == ("tiny",)  # its echo is as large as tiny's answer only
 
 
 def test_quick_run_is_smaller_but_keeps_the_headline_concurrency() -> None:
@@ -44,3 +51,13 @@ def test_each_setup_is_grouped_as_ours_peer_or_reference() -> None:
             assert setup.group == "reference"
         else:
             assert setup.group == "peer"
+
+
+def test_a_setup_limited_to_some_models_is_not_started_for_the_others(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "scoring.model_zoo", str(tmp_path), "tiny"], check=True, capture_output=True)
+    tiny = payloads.read_model_info("tiny", tmp_path / "tiny" / "1" / "model.onnx")
+    setup = Setup("floor-starlette", "floor", ("v2-json",), models=("mlp",))
+    commands: list[str] = []
+    measured = measure_setup(setup, {"tiny": tiny}, make_plan(quick=True), tmp_path / "work", tmp_path / "logs", commands)
+    assert measured == [] and commands == []
+    assert not (tmp_path / "work").exists()  # nothing was written for it, let alone started
