@@ -65,7 +65,7 @@ def make_plan(quick: bool, only: Sequence[str] = (), concurrency: Sequence[int] 
     if quick:
         plan = Plan(True, (8, 64), 2.0, 1.0, 0.5, tuple(setups))
     else:
-        # About 30 minutes: 225 points of 1 s warm-up + 5 s measured, plus server start-ups.
+        # About 35 minutes: 260 points of 1 s warm-up + 5 s measured, plus server start-ups.
         plan = Plan(False, (1, 8, 32, 64, 128), 5.0, 1.0, 2.0, tuple(setups), server_warmup_s=5.0)
     if concurrency:
         plan = dataclasses.replace(plan, concurrency=tuple(concurrency))

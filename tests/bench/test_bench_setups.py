@@ -78,7 +78,7 @@ def test_floor_reference_reads_the_tensors_and_echoes_them(tiny: payloads.ModelI
                                     (("Content-Type", "application/json"),))
         assert status == 200
         (echo,) = json.loads(body)["outputs"]
-        (name, sent), = inputs.items()
+        ((name, sent),) = inputs.items()
         assert (echo["name"], echo["datatype"], echo["shape"]) == (name, "FP32", [3, 4])
         np.testing.assert_array_equal(np.asarray(echo["data"], np.float32).reshape(3, 4), sent)
 
