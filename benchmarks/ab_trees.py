@@ -17,7 +17,6 @@ with different flags: ``--before . --before-flags "--gil-switch-interval-ms 5"``
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import statistics
 import subprocess
@@ -29,14 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from http_bench import ROOT, ensure_wrk, lua_script, request_for, run_wrk, start_server  # noqa: E402
 
+from benchmarks.procs import cpu_seconds  # noqa: E402
 from scoring import model_zoo  # noqa: E402
 
 DEFAULT_CELLS = "v2-binary:32:64,v2-json:32:64,v2-json:1:64,v2-binary:1:64,v2-json:1:8"
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
 def main(argv: list[str]) -> int:
@@ -52,7 +47,6 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cells = [(p, int(r), int(c)) for p, r, c in (cell.split(":") for cell in args.cells.split(","))]
     wrk = ensure_wrk()
-    ticks_per_s = os.sysconf("SC_CLK_TCK")  # /proc/<pid>/stat counts in these
     ratios: dict[tuple[str, int, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="infergate-ab-") as tmp:
         workdir = Path(tmp)
@@ -71,9 +65,9 @@ def main(argv: list[str]) -> int:
                     rps: dict[str, float] = {}
                     for name in ("before", "after") if rnd % 2 == 0 else ("after", "before"):
                         proc, port = servers[name]
-                        t0 = cpu_ticks(proc.pid)
+                        t0 = cpu_seconds(proc.pid)
                         r = run_wrk(wrk, f"http://127.0.0.1:{port}{path}", script, c, args.duration_s)
-                        cpu_us = (cpu_ticks(proc.pid) - t0) / ticks_per_s * 1e6 / max(1.0, r["rps"] * args.duration_s)
+                        cpu_us = (cpu_seconds(proc.pid) - t0) * 1e6 / max(1.0, r["rps"] * args.duration_s)
                         rps[name] = r["rps"]
                         print(f"round {rnd} {protocol:9} rows={rows:<3} c={c:<4} {name:6} {r['rps']:8.0f} req/s "
                               f"p99 {r['p99']:7.1f} ms  server CPU {cpu_us:6.0f} us/req  errors {r['errors']:.0f}",

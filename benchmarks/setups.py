@@ -61,6 +61,8 @@ class Served:
     #: The reference answers without computing: only its status is checked.
     checks_outputs: bool = True
     commands: tuple[str, ...] = field(default_factory=tuple)
+    #: The process that serves every request, where there is just one (for its CPU time).
+    pid: int | None = None
 
 
 def default_setups(quick: bool) -> list[Setup]:
@@ -196,26 +198,26 @@ def serve(setup: Setup, model: ModelInfo, workdir: Path, log_dir: Path) -> Itera
     if setup.kind == "null":
         port = free_port()
         launch = null_app.launch(workdir, port)
-        with running(launch, log_dir):
+        with running(launch, log_dir) as proc:
             yield Served({p: f"http://127.0.0.1:{port}/infer" for p in setup.protocols},
-                         checks_outputs=False, commands=(" ".join(launch.argv),))
+                         checks_outputs=False, commands=(" ".join(launch.argv),), pid=proc.pid)
         return
     if setup.kind in ("floor", "floor-inline"):
         port = free_port()
         inline = setup.kind == "floor-inline"
         launch = floor_app.launch(workdir, port, model.path if inline else None)
-        with running(launch, log_dir):
+        with running(launch, log_dir) as proc:
             # floor-inline answers the model's outputs, checked like a server's; floor-starlette
             # echoes the inputs, so only its status is.
             yield Served({p: f"http://127.0.0.1:{port}/infer" for p in setup.protocols},
-                         checks_outputs=inline, commands=(" ".join(launch.argv),))
+                         checks_outputs=inline, commands=(" ".join(launch.argv),), pid=proc.pid)
         return
     if setup.kind == "infergate":
         repo = write_repository(workdir / "repository", model, setup.batching)
         launch, port = infergate_launch(f"{setup.name}-{model.name}", repo, setup.workers)
-        with running(launch, log_dir):
+        with running(launch, log_dir) as proc:
             yield Served(_v2_urls(f"http://127.0.0.1:{port}", model.name, setup.protocols),
-                         commands=(" ".join(launch.argv),))
+                         commands=(" ".join(launch.argv),), pid=proc.pid if setup.workers == 1 else None)
         return
     if setup.kind == "router":
         repo = write_repository(workdir / "repository", model, setup.batching)
