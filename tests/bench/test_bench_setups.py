@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import payloads
-from benchmarks.procs import http_post
+from benchmarks.procs import cpu_seconds, http_post
 from benchmarks.run import reference_outputs, verify
 from benchmarks.setups import Setup, serve
 
@@ -81,6 +81,8 @@ def test_floor_reference_reads_the_tensors_and_echoes_them(tiny: payloads.ModelI
         ((name, sent),) = inputs.items()
         assert (echo["name"], echo["datatype"], echo["shape"]) == (name, "FP32", [3, 4])
         np.testing.assert_array_equal(np.asarray(echo["data"], np.float32).reshape(3, 4), sent)
+        # benchmarks/floors.py reads the serving process's CPU time through its pid.
+        assert served.pid is not None and cpu_seconds(served.pid) > 0
 
 
 def test_floor_inline_reference_answers_the_models_outputs(tiny: payloads.ModelInfo, tmp_path: Path) -> None:
