@@ -13,9 +13,9 @@ as the null app is for any handler at all. Runs from the project's own environme
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from benchmarks.peers.null_app import uvicorn_launch
 from benchmarks.procs import Launch
 
 APP = '''\
@@ -70,17 +70,6 @@ def launch(workdir: Path, port: int, model: Path | None = None, python: Path | N
     """The floor app on ``port``; with ``model``, ``floor-inline`` running it per request."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "floor_app.py").write_text(APP)
-    env = {"PYTHONPATH": str(workdir)}
-    if model is not None:
-        env["FLOOR_MODEL"] = str(model)
-    return Launch(
-        name="floor-inline" if model is not None else "floor-starlette",
-        argv=(
-            str(python or Path(sys.executable)), "-m", "uvicorn", "floor_app:app",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-        ),
-        ready_url=f"http://127.0.0.1:{port}/ready",
-        cwd=workdir,
-        env=env,
-    )
+    name = "floor-inline" if model is not None else "floor-starlette"
+    env = {"FLOOR_MODEL": str(model)} if model is not None else {}
+    return uvicorn_launch(name, "floor_app", workdir, port, python, env)

@@ -37,14 +37,22 @@ app = Starlette(routes=[
 def launch(workdir: Path, port: int, python: Path | None = None) -> Launch:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "null_app.py").write_text(APP)
+    return uvicorn_launch("null-starlette", "null_app", workdir, port, python)
+
+
+def uvicorn_launch(
+    name: str, module: str, workdir: Path, port: int, python: Path | None = None, env: dict[str, str] | None = None
+) -> Launch:
+    """``<module>:app`` from ``workdir`` under uvicorn as the references all run: uvloop,
+    httptools, no access log (the floor apps share it, so that only the handler differs)."""
     return Launch(
-        name="null-starlette",
+        name=name,
         argv=(
-            str(python or Path(sys.executable)), "-m", "uvicorn", "null_app:app",
+            str(python or Path(sys.executable)), "-m", "uvicorn", f"{module}:app",
             "--host", "127.0.0.1", "--port", str(port),
             "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
         ),
         ready_url=f"http://127.0.0.1:{port}/ready",
         cwd=workdir,
-        env={"PYTHONPATH": str(workdir)},
+        env={"PYTHONPATH": str(workdir), **(env or {})},
     )
