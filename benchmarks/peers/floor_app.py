@@ -7,8 +7,9 @@ and written, and nothing else happens (no validation past numpy's own, no metric
 request ids, no batching, no model). ``floor-inline`` also runs the ONNX model on each
 request's tensors, in the handler itself, one request at a time: a bound that no server may
 ship (it blocks the event loop for the model's whole run), measured to show what calling
-ONNX Runtime per request costs. Either is a ceiling for any real scoring path on this stack,
-as the null app is for any handler at all. Runs from the project's own environment.
+ONNX Runtime per request costs. ``floor-starlette`` is a ceiling for any real scoring path
+on this stack, as the null app is for any handler at all; batching can beat ``floor-inline``
+(infergate does on mlp). Runs from the project's own environment.
 """
 
 from __future__ import annotations
