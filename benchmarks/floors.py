@@ -27,14 +27,11 @@ from pathlib import Path
 from benchmarks import payloads
 from benchmarks.loadgen import LoadSpec, ensure_wrk, run_load
 from benchmarks.procs import cpu_seconds
-from benchmarks.setups import Served, Setup, serve
+from benchmarks.setups import Served, Setup, default_setups, serve
 
-SETUPS = (
-    Setup("null-starlette", "null", ("v2-json",)),
-    Setup("floor-starlette", "floor", ("v2-json",)),
-    Setup("floor-inline", "floor-inline", ("v2-json",)),
-    Setup("infergate", "infergate", ("v2-json",)),
-)
+# The full run's own setups, so that each server here is configured as it is there.
+_FULL = {s.name: s for s in default_setups(quick=False)}
+SETUPS: tuple[Setup, ...] = tuple(_FULL[n] for n in ("null-starlette", "floor-starlette", "floor-inline", "infergate"))
 REFERENCE = SETUPS[0].name
 
 
